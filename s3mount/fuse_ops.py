@@ -1,0 +1,172 @@
+"""The llfuse adapter: converts between llfuse's types and the filesystem core.
+
+No filesystem logic lives here. Every handler releases llfuse's global lock
+before calling the core (which does network and disk I/O and has its own
+locks), and every error becomes a FUSEError: FsError keeps its errno,
+anything else is logged with its traceback and becomes EIO, so no handler
+can stop the FUSE main loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import llfuse
+
+from .errors import FsError
+from .fs import DirEntry, Filesystem
+from .meta import Attr
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Large, stable numbers for df: 2**32-1 blocks of 64 KiB (about 256 TiB), like s3fs shows.
+STATFS_BLOCK = 65536
+STATFS_BLOCKS = 2**32 - 1
+STATFS_FILES = 2**32 - 1
+
+
+def _name(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+def handler(method: F) -> F:
+    """Run with the global lock released; map every failure to an errno."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with llfuse.lock_released:
+                return method(*args, **kwargs)
+        except FsError as exc:
+            if exc.errno == errno.EIO:
+                log.error("%s failed: %s", method.__name__, exc.detail or "I/O error")
+            raise llfuse.FUSEError(exc.errno) from None
+        except llfuse.FUSEError:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method.__name__)
+            raise llfuse.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class FuseOperations(llfuse.Operations):
+    def __init__(self, fs: Filesystem, *, attr_timeout: float,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self.fs = fs
+        self.attr_timeout = attr_timeout
+        self._on_ready = on_ready
+
+    def init(self) -> None:
+        # Runs when the kernel's INIT arrives: the mount is usable from here on.
+        if self._on_ready is not None:
+            try:
+                self._on_ready()
+            except Exception:
+                log.exception("ready notification failed")
+
+    def _entry(self, ino: int, attr: Attr | None) -> llfuse.EntryAttributes:
+        entry = llfuse.EntryAttributes()
+        entry.st_ino = ino
+        entry.generation = 0
+        entry.entry_timeout = self.attr_timeout
+        entry.attr_timeout = self.attr_timeout
+        if attr is None:
+            return entry  # st_mode 0: readdir reports DT_UNKNOWN, the kernel will look it up
+        entry.st_mode = attr.mode
+        entry.st_nlink = 1
+        entry.st_uid = attr.uid
+        entry.st_gid = attr.gid
+        entry.st_rdev = attr.rdev
+        entry.st_size = attr.size
+        entry.st_blksize = 4096
+        entry.st_blocks = (attr.size + 511) // 512
+        entry.st_atime_ns = attr.atime_ns
+        entry.st_mtime_ns = attr.mtime_ns
+        entry.st_ctime_ns = attr.ctime_ns
+        return entry
+
+    @handler
+    def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> llfuse.EntryAttributes:
+        ino, attr = self.fs.lookup(parent_inode, _name(name))
+        return self._entry(ino, attr)
+
+    def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        # Must never raise, and needs no lock release: it only touches memory.
+        for ino, count in inode_list:
+            self.fs.forget(ino, count)
+
+    @handler
+    def getattr(self, inode: int, ctx: Any = None) -> llfuse.EntryAttributes:
+        return self._entry(inode, self.fs.getattr(inode))
+
+    @handler
+    def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        return self.fs.readlink(inode)
+
+    @handler
+    def opendir(self, inode: int, ctx: Any = None) -> int:
+        return self.fs.opendir(inode)
+
+    def readdir(self, fh: int, off: int) -> Iterator[tuple[bytes, llfuse.EntryAttributes, int]]:
+        # A generator cannot release the lock around yields; the listing was
+        # fetched in opendir, so this only reads memory.
+        try:
+            entries: list[tuple[DirEntry, int]] = self.fs.readdir(fh, off)
+        except FsError as exc:
+            raise llfuse.FUSEError(exc.errno) from None
+        for entry, next_offset in entries:
+            yield os.fsencode(entry.name), self._entry(entry.ino, entry.attr), next_offset
+
+    @handler
+    def releasedir(self, fh: int) -> None:
+        self.fs.release(fh)
+
+    @handler
+    def open(self, inode: int, flags: int, ctx: Any = None) -> int:
+        return self.fs.open(inode, write=bool(flags & (os.O_WRONLY | os.O_RDWR)))
+
+    @handler
+    def read(self, fh: int, off: int, size: int) -> bytes:
+        return self.fs.read(fh, off, size)
+
+    @handler
+    def release(self, fh: int) -> None:
+        self.fs.release(fh)
+
+    @handler
+    def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
+        # Permission checks are the kernel's (default_permissions) or nobody's.
+        self.fs.getattr(inode)
+        return True
+
+    @handler
+    def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        try:
+            return self.fs.getxattr(inode, _name(name))
+        except FsError as exc:
+            if exc.errno == errno.ENODATA:
+                raise llfuse.FUSEError(llfuse.ENOATTR) from None
+            raise
+
+    @handler
+    def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        return [os.fsencode(name) for name in self.fs.listxattr(inode)]
+
+    @handler
+    def statfs(self, ctx: Any = None) -> llfuse.StatvfsData:
+        data = llfuse.StatvfsData()
+        data.f_bsize = STATFS_BLOCK
+        data.f_frsize = STATFS_BLOCK
+        data.f_blocks = data.f_bfree = data.f_bavail = STATFS_BLOCKS
+        data.f_files = data.f_ffree = data.f_favail = STATFS_FILES
+        data.f_namemax = 255
+        return data

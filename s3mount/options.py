@@ -1,0 +1,466 @@
+"""The table of ``-o`` options: the single source for the CLI, the fstab helper,
+``--help``, the README and the man page.
+
+Names and meanings follow s3fs-fuse, so an s3fs fstab line works unchanged
+where s3mount supports the feature. Every option has a status:
+
+* ``SUPPORTED``: implemented.
+* ``PLANNED``: accepted by the parser but refused with "not yet supported", so
+  an option is never silently ignored.
+* ``UNSUPPORTED``: an s3fs option s3mount will not implement; refused with the
+  reason and the alternative.
+* ``IGNORED``: mount-table options (``_netdev``, ``nofail``, ...) and s3fs
+  switches that have no meaning for s3mount; accepted and dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import pwd
+from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import UsageError
+
+
+class Status(Enum):
+    SUPPORTED = "supported"
+    PLANNED = "planned"
+    UNSUPPORTED = "unsupported"
+    IGNORED = "ignored"
+
+
+def _flag(value: str | None) -> bool:
+    if value is None:
+        return True
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected no value, or 1/0")
+
+
+def _integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value, 10)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if minimum is not None and number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        if maximum is not None and number > maximum:
+            raise ValueError(f"must be at most {maximum}")
+        return number
+
+    return parse
+
+
+def _number(minimum: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if not number >= minimum:  # also rejects NaN
+            raise ValueError(f"must be at least {minimum:g}")
+        return number
+
+    return parse
+
+
+def _octal_mask(value: str) -> int:
+    try:
+        mask = int(value, 8)
+    except ValueError:
+        raise ValueError("expected an octal mask such as 022") from None
+    if not 0 <= mask <= 0o777:
+        raise ValueError("must be between 000 and 777")
+    return mask
+
+
+def _c_integer(value: str) -> int:
+    """Parse like C's strtol with base 0, as s3fs does for uid/gid."""
+    text = value.strip()
+    if len(text) > 1 and text[0] == "0" and text[1] not in "xX":
+        return int(text, 8)
+    return int(text, 0)
+
+
+def _id_parser(lookup: Callable[[str], int], what: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = _c_integer(value)
+        except ValueError:
+            try:
+                return lookup(value)
+            except KeyError:
+                raise ValueError(f"no such {what}") from None
+        if not 0 <= number < 2**32 - 1:
+            raise ValueError(f"{what} id out of range")
+        return number
+
+    return parse
+
+
+def _string(value: str) -> str:
+    if not value:
+        raise ValueError("needs a value")
+    return value
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected http://HOST[:PORT] or https://HOST[:PORT]")
+    return value.rstrip("/")
+
+
+_LOG_LEVELS = {
+    "crit": "critical", "critical": "critical",
+    "err": "error", "error": "error",
+    "warn": "warning", "warning": "warning",
+    "info": "info", "information": "info",
+    "debug": "debug", "dbg": "debug",
+}
+
+
+def _log_level(value: str) -> str:
+    try:
+        return _LOG_LEVELS[value.lower()]
+    except KeyError:
+        raise ValueError("expected crit, err, warn, info or debug") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any] | None  # None: a flag (bare, or =1/=0)
+    default: Any
+    group: str
+    status: Status = Status.SUPPORTED
+    _: dataclasses.KW_ONLY
+    help: str = ""
+    aliases: tuple[str, ...] = ()
+    # Names whose bare presence sets this flag to False (rw → ro=False).
+    negations: tuple[str, ...] = ()
+    metavar: str = ""
+    # For PLANNED / UNSUPPORTED: what to tell the user.
+    note: str = ""
+
+    @property
+    def is_flag(self) -> bool:
+        return self.parse is None
+
+    def convert(self, value: str | None) -> Any:
+        if self.parse is None:
+            return _flag(value)
+        if value is None:
+            raise ValueError("needs a value")
+        return self.parse(value)
+
+
+CREDENTIALS = "Credentials"
+ENDPOINT = "Endpoint and addressing"
+PERMISSIONS = "Permissions and ownership"
+CACHE = "Caching"
+UPLOAD = "Upload and copy"
+NETWORK = "Network and retries"
+COMPAT = "Compatibility"
+LOGGING = "Logging"
+MOUNT = "Mount behaviour"
+
+GROUPS = (CREDENTIALS, ENDPOINT, PERMISSIONS, CACHE, UPLOAD, NETWORK, COMPAT, LOGGING, MOUNT)
+
+_P = Status.PLANNED
+_U = Status.UNSUPPORTED
+_I = Status.IGNORED
+_WRITES = "needs write support, which is planned"
+
+OPTIONS: tuple[Option, ...] = (
+    # Credentials
+    Option("passwd_file", _string, None, CREDENTIALS, metavar="FILE",
+           help="Credentials file in s3fs format (ACCESS:SECRET or BUCKET:ACCESS:SECRET lines); "
+                "must not be accessible by others. Default: the first of ~/.passwd-s3mount, "
+                "~/.passwd-s3fs, /etc/passwd-s3mount, /etc/passwd-s3fs that exists, "
+                "after environment variables and ~/.aws/credentials."),
+    Option("profile", _string, None, CREDENTIALS, metavar="NAME",
+           help="Profile in ~/.aws/credentials (default: $AWS_PROFILE, else 'default')."),
+    Option("use_session_token", None, False, CREDENTIALS,
+           help="Require AWS_SESSION_TOKEN when credentials come from the environment."),
+    Option("public_bucket", None, False, CREDENTIALS,
+           help="Send anonymous (unsigned) requests; for public buckets."),
+    Option("iam_role", None, False, CREDENTIALS, _U,
+           note="s3mount uses instance-role credentials automatically when no other "
+                "credentials are configured; remove iam_role"),
+    Option("ecs", None, False, CREDENTIALS, _U,
+           note="s3mount uses container credentials automatically when "
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI is set; remove ecs"),
+    Option("imdsv1only", None, False, CREDENTIALS, _U,
+           note="s3mount uses botocore's instance metadata client (IMDSv2 with fallback)"),
+    Option("ibm_iam_auth", None, False, CREDENTIALS, _U, note="IBM IAM is not supported"),
+    Option("ibm_iam_endpoint", _string, None, CREDENTIALS, _U, note="IBM IAM is not supported"),
+    Option("credlib", _string, None, CREDENTIALS, _U,
+           note="use credential_process in ~/.aws/config with -o profile instead"),
+    Option("credlib_opts", _string, None, CREDENTIALS, _U,
+           note="use credential_process in ~/.aws/config with -o profile instead"),
+    Option("accessKeyId", _string, None, CREDENTIALS, _U, aliases=("secretAccessKey",),
+           note="keys on the command line are visible in ps; use passwd_file or "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"),
+    # Endpoint
+    Option("url", _url, None, ENDPOINT, aliases=("host",), metavar="URL",
+           help="S3 endpoint, http:// or https:// (default: AWS for the region)."),
+    Option("region", _string, None, ENDPOINT, aliases=("endpoint",), metavar="REGION",
+           help="SigV4 signing region (default: $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)."),
+    Option("use_path_request_style", None, False, ENDPOINT,
+           help="Path-style requests (http://host/bucket/key); needed by most S3-compatible "
+                "servers. Used automatically when the url host is an IP address or localhost."),
+    Option("bucket", _string, None, ENDPOINT, metavar="NAME[:/PREFIX]",
+           help="Bucket (and prefix) when not given as the first argument."),
+    Option("no_check_certificate", None, False, ENDPOINT,
+           help="Do not verify the server's TLS certificate (insecure)."),
+    Option("ca_bundle", _string, None, ENDPOINT, aliases=("ssl_ca_bundle",), metavar="FILE",
+           help="CA certificates (PEM) to verify the server (default: $AWS_CA_BUNDLE, "
+                "$CURL_CA_BUNDLE, then botocore's bundle)."),
+    Option("proxy", _url, None, ENDPOINT, metavar="URL",
+           help="HTTP(S) proxy for all requests (default: $HTTPS_PROXY/$HTTP_PROXY)."),
+    Option("sigv4", None, True, ENDPOINT, _I, help="Accepted; s3mount always signs with SigV4."),
+    Option("sigv2", None, False, ENDPOINT, _U, note="only SigV4 signing is supported"),
+    Option("listobjectsv2", None, True, ENDPOINT, _I,
+           help="Accepted; s3mount always lists with ListObjectsV2."),
+    Option("requester_pays", None, False, ENDPOINT, _P),
+    Option("servicepath", _string, None, ENDPOINT, _P),
+    Option("ssl_verify_hostname", _string, None, ENDPOINT, _U,
+           note="use no_check_certificate or ca_bundle"),
+    Option("ssl_client_cert", _string, None, ENDPOINT, _P),
+    Option("cipher_suites", _string, None, ENDPOINT, _U,
+           note="TLS ciphers come from the system's OpenSSL configuration"),
+    Option("ipresolve", _string, None, ENDPOINT, _U, note="the system resolver decides"),
+    Option("nodnscache", None, False, ENDPOINT, _I,
+           help="Accepted; s3mount keeps no DNS cache of its own."),
+    Option("nosscache", None, False, ENDPOINT, _I,
+           help="Accepted; s3mount keeps no TLS session cache of its own."),
+    Option("noua", None, False, ENDPOINT, _I,
+           help="Accepted; the User-Agent is botocore's plus s3mount/VERSION."),
+    Option("noxmlns", None, False, ENDPOINT, _I, help="Accepted; obsolete in s3fs too."),
+    # Permissions and ownership
+    Option("uid", _id_parser(lambda n: pwd.getpwnam(n).pw_uid, "user"), None, PERMISSIONS,
+           metavar="ID|NAME",
+           help="Owner shown for every entry (default: from x-amz-meta-uid, else the "
+                "mounting user). Only root may give 0."),
+    Option("gid", _id_parser(lambda n: grp.getgrnam(n).gr_gid, "group"), None, PERMISSIONS,
+           metavar="ID|NAME",
+           help="Group shown for every entry (default: from x-amz-meta-gid, else the "
+                "mounting user's group). Only root may give 0."),
+    Option("umask", _octal_mask, None, PERMISSIONS, metavar="OCTAL",
+           help="Permission bits of every entry become 0777 & ~umask (default: from "
+                "x-amz-meta-mode)."),
+    Option("mp_umask", _octal_mask, 0, PERMISSIONS, metavar="OCTAL",
+           help="Permission bits of the mount point (with allow_other: 0777 & ~mp_umask; "
+                "else 0700) when the bucket stores none for it."),
+    Option("allow_other", None, False, PERMISSIONS,
+           help="Let other users access the mount (implies default_permissions; non-root "
+                "users need user_allow_other in /etc/fuse.conf)."),
+    Option("allow_root", None, False, PERMISSIONS,
+           help="Let root access the mount of another user."),
+    Option("default_permissions", None, False, PERMISSIONS,
+           help="Let the kernel check access against the mode, owner and group."),
+    Option("default_acl", _string, None, PERMISSIONS, _P, note=_WRITES),
+    # Caching
+    Option("stat_cache_expire", _number(0), 60.0, CACHE, metavar="SECONDS",
+           help="How long attributes and listings are trusted before asking S3 again "
+                "(s3fs: 900)."),
+    Option("max_stat_cache_size", _integer(0), 100000, CACHE, metavar="ENTRIES",
+           help="Maximum number of cached attribute entries."),
+    Option("enable_negative_cache", None, True, CACHE, aliases=("enable_noobj_cache",),
+           negations=("disable_negative_cache", "disable_noobj_cache"),
+           help="Remember names that do not exist for stat_cache_expire (default on; "
+                "turn off with disable_negative_cache)."),
+    Option("use_cache", _string, None, CACHE, _P, metavar="DIR"),
+    Option("check_cache_dir_exist", None, False, CACHE, _P),
+    Option("del_cache", None, False, CACHE, _P),
+    Option("ensure_diskfree", _integer(0), None, CACHE, _P, metavar="MB"),
+    Option("free_space_ratio", _integer(0, 100), None, CACHE, _P),
+    Option("max_cache_size", _integer(0), None, CACHE, _P, metavar="MB"),
+    Option("tmpdir", _string, None, CACHE, _P),
+    Option("stat_cache_interval_expire", _integer(0), None, CACHE, _P),
+    Option("set_check_cache_sigusr1", _string, None, CACHE, _U,
+           note="s3mount's cache needs no integrity dump"),
+    # Upload and copy
+    Option("multipart_size", _integer(5), None, UPLOAD, _P, metavar="MB", note=_WRITES),
+    Option("multipart_threshold", _integer(5), None, UPLOAD, _P, metavar="MB", note=_WRITES),
+    Option("multipart_copy_size", _integer(5), None, UPLOAD, _P, note=_WRITES),
+    Option("singlepart_copy_limit", _integer(0), None, UPLOAD, _P, note=_WRITES),
+    Option("putheader_mp_threshold", _integer(5), None, UPLOAD, _P, note=_WRITES),
+    Option("nomultipart", None, False, UPLOAD, _P, note=_WRITES),
+    Option("nomixupload", None, False, UPLOAD, _P, note=_WRITES),
+    Option("streamupload", None, False, UPLOAD, _P, note=_WRITES),
+    Option("max_dirty_data", _integer(-1), None, UPLOAD, _P, note=_WRITES),
+    Option("nocopyapi", None, False, UPLOAD, _P, note=_WRITES),
+    Option("norenameapi", None, False, UPLOAD, _P, note=_WRITES),
+    Option("storage_class", _string, None, UPLOAD, _P, aliases=("use_rrs",), note=_WRITES),
+    Option("use_sse", _string, None, UPLOAD, _P, aliases=("load_sse_c",)),
+    Option("enable_content_md5", None, False, UPLOAD, _P, note=_WRITES),
+    Option("enable_unsigned_payload", None, False, UPLOAD, _P, note=_WRITES),
+    Option("ahbe_conf", _string, None, UPLOAD, _P, note=_WRITES),
+    Option("mime", _string, None, UPLOAD, _P, note=_WRITES),
+    Option("hard_remove", None, False, UPLOAD, _P, note=_WRITES),
+    Option("max_thread_count", _integer(1, 256), 10, UPLOAD,
+           aliases=("parallel_count", "multireq_max"), metavar="N",
+           help="Parallel S3 requests, and the number of FUSE worker threads."),
+    # Network and retries
+    Option("retries", _integer(0, 100), 5, NETWORK, metavar="N",
+           help="Retries of a failed request (5xx, throttling, connection errors), with "
+                "exponential backoff."),
+    Option("connect_timeout", _number(0.1), 10.0, NETWORK, metavar="SECONDS",
+           help="Timeout for opening a connection (s3fs: 300)."),
+    Option("readwrite_timeout", _number(0.1), 60.0, NETWORK, metavar="SECONDS",
+           help="Timeout for a stalled read or write on a connection (s3fs: 120)."),
+    Option("list_object_max_keys", _integer(1, 1000), 1000, NETWORK, metavar="N",
+           help="Keys asked for per ListObjectsV2 page."),
+    # Compatibility
+    Option("compat_dir", None, True, COMPAT, negations=("notsup_compat_dir",),
+           help="Recognise old directory forms ('dir' without slash, 'dir_$folder$') and "
+                "directories that exist only as a key prefix (default on)."),
+    Option("complement_stat", None, True, COMPAT, _I,
+           help="Accepted; missing modes are always filled in."),
+    Option("use_xattr", None, True, COMPAT, _I,
+           help="Accepted; extended attributes in x-amz-meta-xattr are always readable."),
+    Option("use_wtf8", None, False, COMPAT, _P),
+    Option("update_parent_dir_stat", None, False, COMPAT, _P, note=_WRITES),
+    Option("bucket_size", _string, None, COMPAT, _P),
+    Option("instance_name", _string, None, COMPAT, _P),
+    Option("fd_page_size", _string, None, COMPAT, _I, help="Accepted; obsolete in s3fs too."),
+    # Logging
+    Option("dbglevel", _log_level, "warning", LOGGING, aliases=("f2",),
+           metavar="LEVEL", help="Log level: crit, err, warn, info or debug (s3fs: crit)."),
+    Option("logfile", _string, None, LOGGING, _P, metavar="FILE"),
+    Option("curldbg", _string, None, LOGGING, _U, note="use dbglevel=debug"),
+    Option("insecure_logging", None, False, LOGGING, _U, note="secrets are never logged"),
+    Option("no_time_stamp_msg", None, False, LOGGING, _P),
+    # Mount behaviour (FUSE and mount(8))
+    Option("ro", None, False, MOUNT, negations=("rw",),
+           help="Read-only mount (rw is accepted)."),
+    Option("nonempty", None, False, MOUNT,
+           help="Allow mounting over a non-empty directory (its files are hidden)."),
+    Option("dev", None, False, MOUNT, negations=("nodev",),
+           help="Honour device files (FUSE default: nodev)."),
+    Option("suid", None, False, MOUNT, negations=("nosuid",),
+           help="Honour set-user-ID and set-group-ID bits (FUSE default: nosuid)."),
+    Option("exec", None, True, MOUNT, negations=("noexec",),
+           help="Allow executing programs from the mount (noexec forbids it)."),
+    Option("atime", None, True, MOUNT, negations=("noatime",),
+           help="Accepted for mount(8) compatibility; access times are not updated (noatime, "
+                "relatime accepted too)."),
+    Option("relatime", None, False, MOUNT, _I, aliases=("strictatime", "lazytime"),
+           help="Accepted; access times are not updated."),
+    Option("_netdev", None, False, MOUNT, _I,
+           aliases=("nofail", "auto", "noauto", "user", "users", "nouser", "owner",
+                    "defaults", "comment", "sync", "async"),
+           help="Mount-table options (also nofail, auto, noauto, user, users, nouser, "
+                "owner, defaults, x-*): accepted and ignored."),
+)
+
+OPTION_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+# Every spelling → (option, fixed value or None to parse the given value).
+_SPELLINGS: dict[str, tuple[Option, bool | None]] = {}
+for _option in OPTIONS:
+    for _spelling in (_option.name, *_option.aliases):
+        _SPELLINGS[_spelling] = (_option, None)
+    for _spelling in _option.negations:
+        _SPELLINGS[_spelling] = (_option, False)
+# s3fs aliases that imply a value when given bare.
+_VALUE_FOR_BARE_ALIAS = {"f2": "debug", "use_rrs": "reduced_redundancy"}
+
+
+def split_option_strings(option_strings: Iterable[str]) -> list[tuple[str, str | None]]:
+    """Split ``-o a,b=c`` strings into (name, value) pairs, in order."""
+    pairs: list[tuple[str, str | None]] = []
+    for text in option_strings:
+        for item in text.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, value = item.partition("=")
+            pairs.append((name.strip(), value if sep else None))
+    return pairs
+
+
+def parse_options(option_strings: Iterable[str]) -> dict[str, Any]:
+    """Parse ``-o`` strings into {canonical name: value} for the options given.
+
+    Later occurrences win, like mount(8). Raises UsageError with one line on
+    an unknown option, a bad value, or an option that is planned or unsupported.
+    """
+    given: dict[str, Any] = {}
+    for name, value in split_option_strings(option_strings):
+        if name.startswith("x-"):
+            continue
+        try:
+            option, fixed = _SPELLINGS[name]
+        except KeyError:
+            raise UsageError(
+                f"unknown option '{name}' (see 's3mount --help' for the -o options)"
+            ) from None
+        if option.status is Status.IGNORED:
+            continue
+        if option.status is Status.PLANNED:
+            hint = f" ({option.note})" if option.note else ""
+            raise UsageError(
+                f"option '{name}' is not yet supported by this version of s3mount{hint}; "
+                "remove it to mount"
+            )
+        if option.status is Status.UNSUPPORTED:
+            raise UsageError(f"option '{name}' is not supported: {option.note}")
+        if fixed is not None:
+            if value is not None:
+                raise UsageError(f"option '{name}' takes no value")
+            given[option.name] = fixed
+            continue
+        if value is None and name in _VALUE_FOR_BARE_ALIAS:
+            value = _VALUE_FOR_BARE_ALIAS[name]
+        try:
+            given[option.name] = option.convert(value)
+        except ValueError as exc:
+            shown = f"'{value}'" if value is not None else "no value"
+            raise UsageError(f"bad value {shown} for option '{name}': {exc}") from None
+    return given
+
+
+def _settings_class() -> type:
+    fields = [(option.name, Any, dataclasses.field(default=option.default)) for option in OPTIONS]
+    return dataclasses.make_dataclass("Settings", fields, frozen=True)
+
+
+Settings = _settings_class()
+Settings.__doc__ = "Every option's effective value, as attributes named like the option."
+
+
+def settings_from(given: Mapping[str, Any]) -> Any:
+    """Build Settings: the defaults of the table overlaid with the given values."""
+    return Settings(**given)
+
+
+def help_rows(group: str) -> list[tuple[str, str]]:
+    """(spelling, help) rows for the options of a group that a user can give."""
+    rows = []
+    for option in OPTIONS:
+        if option.group != group or option.status in (Status.PLANNED, Status.UNSUPPORTED):
+            continue
+        spelling = option.name
+        if option.metavar:
+            spelling += "=" + option.metavar
+        names = [*option.aliases, *option.negations]
+        if names and option.name != "_netdev":
+            spelling += " (also: " + ", ".join(names) + ")"
+        rows.append((spelling, option.help))
+    return rows
+
+
+def not_available() -> list[Option]:
+    """Options recognised but refused: planned or unsupported."""
+    return [o for o in OPTIONS if o.status in (Status.PLANNED, Status.UNSUPPORTED)]

@@ -1,0 +1,76 @@
+"""Caches of what S3 told us: attributes by path, names known not to exist,
+and directory listings. All bounded by size and time (cachetools), and safe to
+use from several threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from cachetools import TTLCache
+
+T = TypeVar("T")
+
+# Listings can be large; keep only the most recent few hundred directories.
+MAX_LISTINGS = 256
+
+
+class _Bounded(Generic[T]):
+    """A TTL cache that tolerates a size or TTL of zero (then it keeps nothing)."""
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
+        self._cache: TTLCache[str, T] | None = (
+            TTLCache(maxsize=maxsize, ttl=ttl, timer=timer) if maxsize > 0 and ttl > 0 else None
+        )
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> T | None:
+        if self._cache is None:
+            return None
+        with self._lock:
+            return self._cache.get(key)
+
+    def put(self, key: str, value: T) -> None:
+        if self._cache is None:
+            return
+        with self._lock:
+            self._cache[key] = value
+
+    def pop(self, key: str) -> None:
+        if self._cache is None:
+            return
+        with self._lock:
+            self._cache.pop(key, None)
+
+
+class StatCache(Generic[T]):
+    """Positive entries (path → T), negative entries, and listings (dir path → children)."""
+
+    def __init__(self, *, ttl: float, max_entries: int, negative: bool,
+                 timer: Callable[[], float] = time.monotonic) -> None:
+        self._entries: _Bounded[T] = _Bounded(max_entries, ttl, timer)
+        self._missing: _Bounded[bool] = _Bounded(max_entries if negative else 0, ttl, timer)
+        self._listings: _Bounded[dict] = _Bounded(MAX_LISTINGS, ttl, timer)
+
+    def get(self, path: str) -> T | None:
+        return self._entries.get(path)
+
+    def put(self, path: str, entry: T) -> None:
+        self._missing.pop(path)
+        self._entries.put(path, entry)
+
+    def is_missing(self, path: str) -> bool:
+        return bool(self._missing.get(path))
+
+    def put_missing(self, path: str) -> None:
+        self._entries.pop(path)
+        self._missing.put(path, True)
+
+    def listing(self, path: str) -> dict | None:
+        return self._listings.get(path)
+
+    def put_listing(self, path: str, children: dict) -> None:
+        self._listings.put(path, children)
