@@ -237,18 +237,40 @@ class Filesystem:
             return None
         key = self._key(path)
         if child.is_dir:
-            info = self.store.head(key + "/")
-            if info is None and child.folder_key:
-                info = self.store.head(child.folder_key)
-            return self._decode(info, force_dir=True) if info else self._implicit_dir(path)
+            return self._directory(
+                path,
+                marker=self.store.head(key + "/"),
+                same_name=lambda: self.store.head(key) if child.file else None,
+                folder=lambda: self.store.head(child.folder_key) if child.folder_key else None,
+            )
         info = self.store.head(key)
         return self._decode(info) if info else None
+
+    def _directory(self, path: str, *, marker: ObjectInfo | None,
+                   same_name: Callable[[], ObjectInfo | None],
+                   folder: Callable[[], ObjectInfo | None]) -> Node:
+        """A directory's attributes, from the first of its possible objects that exists.
+
+        Order as s3fs: the "dir/" marker, an old-style "dir" object that is itself a
+        directory, a "dir_$folder$" object; else it exists only as a key prefix.
+        """
+        if marker is not None:
+            return self._decode(marker, force_dir=True)
+        info = same_name()
+        if info is not None:
+            node = self._decode(info)
+            if node.is_dir:
+                return node
+        info = folder()
+        if info is not None:
+            return self._decode(info, force_dir=True)
+        return self._implicit_dir(path)
 
     def _probe(self, path: str) -> Node | None:
         """Find what ``path`` is without a listing of its parent.
 
-        A directory shadows a file of the same name, so the prefix check comes
-        first; it runs in parallel with the HEAD of the file key.
+        A directory shadows a file of the same name, so the prefix check decides;
+        it runs in parallel with the HEAD of the file key.
         """
         key = self._key(path)
         if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
@@ -257,12 +279,14 @@ class Filesystem:
         head = self._executor.submit(self.store.head, key)
         page = below.result()
         if page.objects:
-            head.cancel()
-            if page.objects[0].key == key + "/":
-                info = self.store.head(key + "/")
-                if info is not None:
-                    return self._decode(info, force_dir=True)
-            return self._implicit_dir(path)
+            has_marker = page.objects[0].key == key + "/"
+            return self._directory(
+                path,
+                marker=self.store.head(key + "/") if has_marker else None,
+                same_name=head.result,
+                # A "dir_$folder$" object only adds times to a directory with children.
+                folder=lambda: None,
+            )
         info = head.result()
         if info is not None:
             return self._decode(info)
