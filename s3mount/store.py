@@ -274,7 +274,8 @@ class Store:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc)
+    # botocore keeps the socket-level cause in kwargs["error"].
+    text = f"{exc} {getattr(exc, 'kwargs', {}).get('error', '')}"
     for marker in ("Connection refused", "Name or service not known", "timed out",
                    "No route to host", "certificate verify failed"):
         if marker in text:

@@ -1,0 +1,124 @@
+"""Shared test helpers: the moto server, running s3mount, waiting and unmounting."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import botocore.session
+from botocore.config import Config
+
+READY_TIMEOUT = 30.0
+ACCESS_KEY = "AKIATESTTESTTEST0000"
+SECRET_KEY = "testsecret/0123456789abcdefghijklmnopqrst"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll for readiness; a time-out fails with what was awaited (not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class MotoServer:
+    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, **(extra_env or {})}
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )
+
+        def accepting() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited; see {log_path}")
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(accepting, READY_TIMEOUT, "the moto server")
+
+    def client(self, service: str = "s3", access_key: str = ACCESS_KEY,
+               secret_key: str = SECRET_KEY):
+        return botocore.session.get_session().create_client(
+            service, endpoint_url=self.url, region_name="us-east-1",
+            aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+            config=Config(s3={"addressing_style": "path"}, max_pool_connections=16,
+                          request_checksum_calculation="when_required"),
+        )
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+
+@dataclasses.dataclass
+class AuthServer:
+    """A moto server that checks signatures, with one IAM user allowed everything."""
+
+    server: MotoServer
+    access_key: str
+    secret_key: str
+    bucket: str
+
+
+def write_passwd_file(path: Path, content: str) -> Path:
+    path.write_text(content)
+    path.chmod(0o600)
+    return path
+
+
+def s3mount_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "s3mount", *args]
+
+
+def run_s3mount(*args: str, env: dict[str, str],
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(s3mount_command(*args), env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def unmount(path: str | Path) -> None:
+    for _ in range(50):
+        if not os.path.ismount(path):
+            return
+        result = subprocess.run(["fusermount", "-u", str(path)], capture_output=True)
+        if result.returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["fusermount", "-u", "-z", str(path)], capture_output=True)
+
+
+@dataclasses.dataclass
+class Mount:
+    path: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """Unmount and return the daemon's exit status."""
+        unmount(self.path)
+        return self.process.wait(timeout=30)
