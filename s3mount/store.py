@@ -29,6 +29,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from . import __version__
@@ -259,6 +260,11 @@ class Store:
         except ClientError as exc:
             code = _error_code(exc)
             raise S3mountError(_probe_message(code, where)) from None
+        except SSLError as exc:
+            raise S3mountError(
+                f"the TLS certificate of {self.endpoint} is not trusted ({_reason(exc)}): give "
+                "its CA with -o ca_bundle=FILE (or, insecurely, -o no_check_certificate)"
+            ) from None
         except (EndpointConnectionError, ConnectTimeoutError) as exc:
             raise S3mountError(
                 f"cannot connect to {self.endpoint} ({_reason(exc)}): check -o url= and the "

@@ -36,13 +36,17 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 class MotoServer:
-    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key) files to serve https with."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        tls_args = ["-c", str(tls[0]), "-k", str(tls[1])] if tls else []
         env = {**os.environ, **(extra_env or {})}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port),
+             *tls_args],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )
 
@@ -55,9 +59,9 @@ class MotoServer:
         wait_until(accepting, READY_TIMEOUT, "the moto server")
 
     def client(self, service: str = "s3", access_key: str = ACCESS_KEY,
-               secret_key: str = SECRET_KEY):
+               secret_key: str = SECRET_KEY, verify: str | bool | None = None):
         return botocore.session.get_session().create_client(
-            service, endpoint_url=self.url, region_name="us-east-1",
+            service, endpoint_url=self.url, region_name="us-east-1", verify=verify,
             aws_access_key_id=access_key, aws_secret_access_key=secret_key,
             config=Config(s3={"addressing_style": "path"}, max_pool_connections=16,
                           request_checksum_calculation="when_required"),
