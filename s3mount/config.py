@@ -44,8 +44,8 @@ def split_bucket_argument(argument: str) -> tuple[str, str]:
     if _BAD_BUCKET_CHARS.search(bucket):
         raise UsageError(f"'{bucket}' is not a valid bucket name")
     prefix = path.strip("/")
-    if "//" in prefix:
-        raise UsageError(f"bad prefix '{path}': empty path component")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise UsageError(f"bad prefix '{path}': it has an empty path component, '.' or '..'")
     return bucket, (prefix + "/" if prefix else "")
 
 

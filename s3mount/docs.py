@@ -39,9 +39,10 @@ def options_markdown() -> str:
         parts.append(f"#### {group}\n\n| option | default | meaning |\n|---|---|---|")
         for option in rows:
             spelling = f"`{option.name}`" + (f"=`{option.metavar}`" if option.metavar else "")
-            also = [*option.aliases, *option.negations]
-            if also:
-                spelling += " (also " + ", ".join(f"`{a}`" for a in also) + ")"
+            if option.aliases:
+                spelling += " (also " + ", ".join(f"`{a}`" for a in option.aliases) + ")"
+            if option.negations:
+                spelling += " (off: " + ", ".join(f"`{n}`" for n in option.negations) + ")"
             default = "—" if option.status is Status.IGNORED else _default(option.default)
             parts.append(f"| {spelling} | {default} | {_cell(option.help)} |")
         parts.append("")

@@ -12,13 +12,15 @@ import sys
 from .cli import main as cli_main
 
 # mount(8) helper flags: -n (no mtab), -s (sloppy), -v (verbose) have no meaning
-# for a FUSE mount; -f (fake) means check everything but do not mount.
+# for a FUSE mount; -f (fake) means check everything but do not mount; -N takes a
+# mount namespace, which a FUSE daemon cannot enter after the fact.
 _IGNORED_FLAGS = {"-n", "-s", "-v"}
+_IGNORED_WITH_VALUE = {"-N", "-t"}
 
 
-def helper_arguments(argv: list[str]) -> tuple[list[str], bool]:
-    """mount(8) helper argv → (s3mount argv, fake)."""
-    arguments: list[str] = []
+def _split(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """mount(8) helper argv → (positional arguments, -o strings, fake)."""
+    positional: list[str] = []
     options: list[str] = []
     fake = False
     words = iter(argv)
@@ -29,25 +31,29 @@ def helper_arguments(argv: list[str]) -> tuple[list[str], bool]:
             options.append(word[2:])
         elif word == "-f":
             fake = True
+        elif word in _IGNORED_WITH_VALUE:
+            next(words, None)
         elif word in _IGNORED_FLAGS:
             continue
         else:
-            arguments.append(word)
-    if arguments and arguments[0].startswith("s3mount#"):
-        arguments[0] = arguments[0][len("s3mount#"):]
-    result = arguments + [item for text in options for item in ("-o", text)]
-    return result, fake
+            positional.append(word)
+    if positional and positional[0].startswith("s3mount#"):
+        positional[0] = positional[0][len("s3mount#"):]
+    return positional, options, fake
+
+
+def helper_arguments(argv: list[str]) -> tuple[list[str], bool]:
+    """mount(8) helper argv → (s3mount argv, fake)."""
+    positional, options, fake = _split(argv)
+    return positional + [item for text in options for item in ("-o", text)], fake
 
 
 def main(argv: list[str] | None = None) -> None:
-    arguments, fake = helper_arguments(sys.argv[1:] if argv is None else argv)
+    positional, options, fake = _split(sys.argv[1:] if argv is None else argv)
     if fake:
         from .config import build_config
         from .errors import S3mountError
 
-        positional = [a for a in arguments if a != "-o"]
-        options = [arguments[i + 1] for i, a in enumerate(arguments) if a == "-o"]
-        positional = [a for a in positional if a not in options]
         try:
             build_config(positional, options, foreground=False, debug=False,
                          single_threaded=False)
@@ -55,4 +61,4 @@ def main(argv: list[str] | None = None) -> None:
             print(f"mount.s3mount: {exc.message}", file=sys.stderr)
             sys.exit(exc.exit_code)
         sys.exit(0)
-    cli_main(arguments)
+    cli_main(positional + [item for text in options for item in ("-o", text)])

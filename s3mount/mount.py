@@ -65,7 +65,8 @@ def store_settings(config: MountConfig, environ: Mapping[str, str]) -> StoreSett
         retries=s.retries,
         max_connections=2 * s.max_thread_count,
         anonymous=s.public_bucket,
-        list_max_keys=s.list_object_max_keys,
+        list_max_keys=min(1000, s.list_object_max_keys),
+        only_instance_role=bool(s.iam_role),
     )
 
 
@@ -110,7 +111,7 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
     s = config.settings
     check_mountpoint(config.mountpoint, s.nonempty)
     credentials = None
-    if not s.public_bucket:
+    if not s.public_bucket and not s.iam_role:
         credentials = resolve_credentials(
             config.bucket, passwd_file=s.passwd_file, profile=s.profile,
             use_session_token=s.use_session_token, environ=environ)

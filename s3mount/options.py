@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import math
 import pwd
+import re
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any
@@ -44,12 +46,17 @@ def _flag(value: str | None) -> bool:
     raise ValueError("expected no value, or 1/0")
 
 
+_DECIMAL = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_OCTAL = re.compile(r"[0-7]+", re.ASCII)
+# C's strtol with base 0: 0x hex, leading-0 octal, else decimal.
+_C_INTEGER = re.compile(r"(0[xX][0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*)", re.ASCII)
+
+
 def _integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        try:
-            number = int(value, 10)
-        except ValueError:
-            raise ValueError("expected a whole number") from None
+        if not _DECIMAL.fullmatch(value):
+            raise ValueError("expected a whole number")
+        number = int(value, 10)
         if minimum is not None and number < minimum:
             raise ValueError(f"must be at least {minimum}")
         if maximum is not None and number > maximum:
@@ -65,7 +72,9 @@ def _number(minimum: float) -> Callable[[str], float]:
             number = float(value)
         except ValueError:
             raise ValueError("expected a number") from None
-        if not number >= minimum:  # also rejects NaN
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number")
+        if number < minimum:
             raise ValueError(f"must be at least {minimum:g}")
         return number
 
@@ -73,10 +82,9 @@ def _number(minimum: float) -> Callable[[str], float]:
 
 
 def _octal_mask(value: str) -> int:
-    try:
-        mask = int(value, 8)
-    except ValueError:
-        raise ValueError("expected an octal mask such as 022") from None
+    if not _OCTAL.fullmatch(value):
+        raise ValueError("expected an octal mask such as 022")
+    mask = int(value, 8)
     if not 0 <= mask <= 0o777:
         raise ValueError("must be between 000 and 777")
     return mask
@@ -84,10 +92,13 @@ def _octal_mask(value: str) -> int:
 
 def _c_integer(value: str) -> int:
     """Parse like C's strtol with base 0, as s3fs does for uid/gid."""
-    text = value.strip()
-    if len(text) > 1 and text[0] == "0" and text[1] not in "xX":
-        return int(text, 8)
-    return int(text, 0)
+    match = _C_INTEGER.fullmatch(value)
+    if match is None:
+        raise ValueError("not a number")
+    hexadecimal, octal, decimal = match.groups()
+    if hexadecimal:
+        return int(hexadecimal, 16)
+    return int(octal, 8) if octal else int(decimal, 10)
 
 
 def _id_parser(lookup: Callable[[str], int], what: str) -> Callable[[str], int]:
@@ -114,9 +125,24 @@ def _string(value: str) -> str:
 
 def _url(value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("the port is not a number") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected http://HOST[:PORT] or https://HOST[:PORT]")
     return value.rstrip("/")
+
+
+def _proxy(value: str) -> str:
+    """s3fs's form, [scheme://]host[:port]; without a scheme, http."""
+    return _url(value if "://" in value else "http://" + value)
+
+
+def _iam_role(value: str) -> bool:
+    if value != "auto":
+        raise ValueError("only iam_role or iam_role=auto: s3mount takes the instance's role")
+    return True
 
 
 _LOG_LEVELS = {
@@ -148,6 +174,8 @@ class Option:
     # Names whose bare presence sets this flag to False (rw → ro=False).
     negations: tuple[str, ...] = ()
     metavar: str = ""
+    # The value a value option takes when given without one (s3fs's iam_role).
+    bare_value: str | None = None
     # For PLANNED / UNSUPPORTED: what to tell the user.
     note: str = ""
 
@@ -159,7 +187,9 @@ class Option:
         if self.parse is None:
             return _flag(value)
         if value is None:
-            raise ValueError("needs a value")
+            if self.bare_value is None:
+                raise ValueError("needs a value")
+            value = self.bare_value
         return self.parse(value)
 
 
@@ -193,9 +223,9 @@ OPTIONS: tuple[Option, ...] = (
            help="Require AWS_SESSION_TOKEN when credentials come from the environment."),
     Option("public_bucket", None, False, CREDENTIALS,
            help="Send anonymous (unsigned) requests; for public buckets."),
-    Option("iam_role", None, False, CREDENTIALS, _U,
-           note="s3mount uses instance-role credentials automatically when no other "
-                "credentials are configured; remove iam_role"),
+    Option("iam_role", _iam_role, False, CREDENTIALS, bare_value="auto", metavar="auto",
+           help="Take credentials only from the EC2 instance's role (IMDSv2), skipping "
+                "passwd files and the environment. A named role is not supported."),
     Option("ecs", None, False, CREDENTIALS, _U,
            note="s3mount uses container credentials automatically when "
                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI is set; remove ecs"),
@@ -225,7 +255,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ca_bundle", _string, None, ENDPOINT, aliases=("ssl_ca_bundle",), metavar="FILE",
            help="CA certificates (PEM) to verify the server (default: $AWS_CA_BUNDLE, "
                 "$CURL_CA_BUNDLE, then botocore's bundle)."),
-    Option("proxy", _url, None, ENDPOINT, metavar="URL",
+    Option("proxy", _proxy, None, ENDPOINT, metavar="[SCHEME://]HOST[:PORT]",
            help="HTTP(S) proxy for all requests (default: $HTTPS_PROXY/$HTTP_PROXY)."),
     Option("sigv4", None, True, ENDPOINT, _I, help="Accepted; s3mount always signs with SigV4."),
     Option("sigv2", None, False, ENDPOINT, _U, note="only SigV4 signing is supported"),
@@ -235,6 +265,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("servicepath", _string, None, ENDPOINT, _P),
     Option("ssl_verify_hostname", _string, None, ENDPOINT, _U,
            note="use no_check_certificate or ca_bundle"),
+    Option("proxy_cred_file", _string, None, ENDPOINT, _P),
     Option("ssl_client_cert", _string, None, ENDPOINT, _P),
     Option("cipher_suites", _string, None, ENDPOINT, _U,
            note="TLS ciphers come from the system's OpenSSL configuration"),
@@ -287,6 +318,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_cache_size", _integer(0), None, CACHE, _P, metavar="MB"),
     Option("tmpdir", _string, None, CACHE, _P),
     Option("stat_cache_interval_expire", _integer(0), None, CACHE, _P),
+    Option("kernel_cache", None, False, CACHE, _P),
+    Option("fake_diskfree", _integer(0), None, CACHE, _P),
     Option("set_check_cache_sigusr1", _string, None, CACHE, _U,
            note="s3mount's cache needs no integrity dump"),
     # Upload and copy
@@ -308,6 +341,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ahbe_conf", _string, None, UPLOAD, _P, note=_WRITES),
     Option("mime", _string, None, UPLOAD, _P, note=_WRITES),
     Option("hard_remove", None, False, UPLOAD, _P, note=_WRITES),
+    Option("max_read", _integer(4096), None, UPLOAD, _P),
     Option("max_thread_count", _integer(1, 256), 10, UPLOAD,
            aliases=("parallel_count", "multireq_max"), metavar="N",
            help="Parallel S3 requests, and the number of FUSE worker threads."),
@@ -319,8 +353,9 @@ OPTIONS: tuple[Option, ...] = (
            help="Timeout for opening a connection (s3fs: 300)."),
     Option("readwrite_timeout", _number(0.1), 60.0, NETWORK, metavar="SECONDS",
            help="Timeout for a stalled read or write on a connection (s3fs: 120)."),
-    Option("list_object_max_keys", _integer(1, 1000), 1000, NETWORK, metavar="N",
-           help="Keys asked for per ListObjectsV2 page."),
+    Option("list_object_max_keys", _integer(1), 1000, NETWORK, metavar="N",
+           help="Keys asked for per ListObjectsV2 page; S3 returns at most 1000, so larger "
+                "values (s3fs allows them) count as 1000."),
     # Compatibility
     Option("compat_dir", None, True, COMPAT, negations=("notsup_compat_dir",),
            help="Recognise old directory forms ('dir' without slash, 'dir_$folder$') and "
@@ -361,7 +396,7 @@ OPTIONS: tuple[Option, ...] = (
            aliases=("nofail", "auto", "noauto", "user", "users", "nouser", "owner",
                     "defaults", "comment", "sync", "async"),
            help="Mount-table options (also nofail, auto, noauto, user, users, nouser, "
-                "owner, defaults, x-*): accepted and ignored."),
+                "owner, defaults, comment=, sync, async, x-*): accepted and ignored."),
 )
 
 OPTION_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
@@ -386,7 +421,7 @@ def split_option_strings(option_strings: Iterable[str]) -> list[tuple[str, str |
             if not item:
                 continue
             name, sep, value = item.partition("=")
-            pairs.append((name.strip(), value if sep else None))
+            pairs.append((name.strip(), value.strip() if sep else None))
     return pairs
 
 
@@ -407,6 +442,8 @@ def parse_options(option_strings: Iterable[str]) -> dict[str, Any]:
                 f"unknown option '{name}' (see 's3mount --help' for the -o options)"
             ) from None
         if option.status is Status.IGNORED:
+            if option.is_flag and name == option.name and value is not None:
+                _check(option, name, value)
             continue
         if option.status is Status.PLANNED:
             hint = f" ({option.note})" if option.note else ""
@@ -423,12 +460,17 @@ def parse_options(option_strings: Iterable[str]) -> dict[str, Any]:
             continue
         if value is None and name in _VALUE_FOR_BARE_ALIAS:
             value = _VALUE_FOR_BARE_ALIAS[name]
-        try:
-            given[option.name] = option.convert(value)
-        except ValueError as exc:
-            shown = f"'{value}'" if value is not None else "no value"
-            raise UsageError(f"bad value {shown} for option '{name}': {exc}") from None
+        given[option.name] = _check(option, name, value)
     return given
+
+
+def _check(option: Option, name: str, value: str | None) -> Any:
+    try:
+        return option.convert(value)
+    except ValueError as exc:
+        if value is None:
+            raise UsageError(f"option '{name}' needs a value") from None
+        raise UsageError(f"bad value '{value}' for option '{name}': {exc}") from None
 
 
 def _settings_class() -> type:
@@ -454,9 +496,10 @@ def help_rows(group: str) -> list[tuple[str, str]]:
         spelling = option.name
         if option.metavar:
             spelling += "=" + option.metavar
-        names = [*option.aliases, *option.negations]
-        if names and option.name != "_netdev":
-            spelling += " (also: " + ", ".join(names) + ")"
+        if option.aliases and option.name != "_netdev":
+            spelling += " (also: " + ", ".join(option.aliases) + ")"
+        if option.negations:
+            spelling += " (off: " + ", ".join(option.negations) + ")"
         rows.append((spelling, option.help))
     return rows
 

@@ -80,6 +80,7 @@ class StoreSettings:
     max_connections: int = 10
     anonymous: bool = False
     list_max_keys: int = 1000
+    only_instance_role: bool = False  # s3fs's iam_role: no other credential source
 
 
 def _ns(timestamp: Any) -> int:
@@ -126,6 +127,8 @@ class Store:
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
         session = botocore.session.get_session()
+        if settings.only_instance_role:
+            _keep_only_instance_role(session)
         config = Config(
             signature_version=UNSIGNED if settings.anonymous else "s3v4",
             s3={"addressing_style": "path" if settings.path_style else "virtual"},
@@ -277,6 +280,13 @@ class Store:
             ) from None
         except BotoCoreError as exc:
             raise S3mountError(f"cannot use {where}: {_reason(exc)}") from None
+
+
+def _keep_only_instance_role(session: botocore.session.Session) -> None:
+    resolver = session.get_component("credential_provider")
+    for provider in list(resolver.providers):
+        if provider.METHOD != "iam-role":
+            resolver.remove(provider.METHOD)
 
 
 def _reason(exc: BaseException) -> str:
