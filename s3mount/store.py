@@ -8,8 +8,10 @@ the errno from errors.S3_ERRNO.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import errno
+import hashlib
 import ipaddress
 import logging
 import os
@@ -81,6 +83,8 @@ class StoreSettings:
     anonymous: bool = False
     list_max_keys: int = 1000
     only_instance_role: bool = False  # s3fs's iam_role: no other credential source
+    # Added to every request that creates an object: ACL, StorageClass, SSE parameters.
+    write_extras: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _ns(timestamp: Any) -> int:
@@ -150,6 +154,7 @@ class Store:
                 "aws_secret_access_key": credentials.secret_key,
                 "aws_session_token": credentials.session_token,
             }
+        self._write_extras = dict(settings.write_extras)
         self._client = session.create_client(
             "s3",
             region_name=settings.region,
@@ -158,6 +163,10 @@ class Store:
             config=config,
             **keys,
         )
+
+        # Many S3-compatible servers insist on Content-MD5 for multi-object delete,
+        # which botocore no longer sends by default.
+        self._client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
 
     def request_counts(self) -> dict[str, int]:
         with self._counts_lock:
@@ -247,6 +256,80 @@ class Store:
             raise FsError(errno.EIO, f"get_object: short body ({len(data)} of {expected} bytes)")
         return data
 
+    # Writes. Every key is a full object key; metadata are the x-amz-meta-* names
+    # without the prefix.
+
+    def put(self, key: str, body: bytes, *, metadata: Mapping[str, str],
+            content_type: str) -> str:
+        response = self._call("put_object", Key=key, Body=body, Metadata=dict(metadata),
+                              ContentType=content_type, **self._write_extras)
+        return response.get("ETag", "")
+
+    def copy(self, source_key: str, key: str, *, metadata: Mapping[str, str],
+             content_type: str, source_etag: str | None = None) -> str:
+        """Server-side copy with new metadata (directive REPLACE); up to 5 GiB."""
+        params: dict[str, Any] = {
+            "Key": key,
+            "CopySource": {"Bucket": self.bucket, "Key": source_key},
+            "MetadataDirective": "REPLACE",
+            "Metadata": dict(metadata),
+            "ContentType": content_type,
+            **self._write_extras,
+        }
+        if source_etag:
+            params["CopySourceIfMatch"] = source_etag
+        response = self._call("copy_object", **params)
+        return response.get("CopyObjectResult", {}).get("ETag", "")
+
+    def delete(self, key: str) -> None:
+        self._call("delete_object", Key=key)
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete in batches of 1000; a key that fails to delete is an error."""
+        for start in range(0, len(keys), 1000):
+            batch = keys[start:start + 1000]
+            response = self._call("delete_objects", Delete={
+                "Objects": [{"Key": key} for key in batch], "Quiet": True})
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise FsError(errno_for_s3_code(first.get("Code", "")),
+                              f"delete_objects: {first.get('Code')} for {len(errors)} keys")
+
+    def create_multipart(self, key: str, *, metadata: Mapping[str, str],
+                         content_type: str) -> str:
+        response = self._call("create_multipart_upload", Key=key, Metadata=dict(metadata),
+                              ContentType=content_type, **self._write_extras)
+        return response["UploadId"]
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
+        response = self._call("upload_part", Key=key, UploadId=upload_id, PartNumber=number,
+                              Body=body)
+        return response["ETag"]
+
+    def upload_part_copy(self, key: str, upload_id: str, number: int, source_key: str,
+                         start: int, end: int, source_etag: str | None = None) -> str:
+        """Copy bytes start..end (inclusive) of source_key into part ``number``."""
+        params: dict[str, Any] = {
+            "Key": key, "UploadId": upload_id, "PartNumber": number,
+            "CopySource": {"Bucket": self.bucket, "Key": source_key},
+            "CopySourceRange": f"bytes={start}-{end}",
+        }
+        if source_etag:
+            params["CopySourceIfMatch"] = source_etag
+        response = self._call("upload_part_copy", **params)
+        return response["CopyPartResult"]["ETag"]
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> str:
+        response = self._call("complete_multipart_upload", Key=key, UploadId=upload_id,
+                              MultipartUpload={"Parts": [
+                                  {"PartNumber": number, "ETag": etag}
+                                  for number, etag in parts]})
+        return response.get("ETag", "")
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+
     def probe(self, prefix: str) -> None:
         """Check, before mounting, that the bucket exists and the credentials work.
 
@@ -280,6 +363,14 @@ class Store:
             ) from None
         except BotoCoreError as exc:
             raise S3mountError(f"cannot use {where}: {_reason(exc)}") from None
+
+
+def _add_content_md5(request: Any, **_: Any) -> None:
+    body = request.body if isinstance(request.body, bytes) else (request.body or b"")
+    if isinstance(body, str):
+        body = body.encode()
+    digest = hashlib.md5(body, usedforsecurity=False).digest()
+    request.headers["Content-MD5"] = base64.b64encode(digest).decode()
 
 
 def _keep_only_instance_role(session: botocore.session.Session) -> None:
