@@ -1,9 +1,9 @@
-"""The filesystem core: resolves paths to S3 objects and serves reads.
+"""The filesystem core: maps paths to S3 objects, serves reads and applies changes.
 
 Independent of llfuse (the adapter in fuse_ops.py calls it with llfuse's
 global lock released), so every method is safe to call from several threads:
 shared tables have their own short locks, and no lock is held across an S3
-request except a file handle's own lock, which only its readers wait for.
+request except an open file's own lock, which only users of that file wait for.
 """
 
 from __future__ import annotations
@@ -16,34 +16,39 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .errors import FsError
+from .files import OpenFile
 from .inodes import ROOT_INODE, InodeTable
 from .meta import (
     DIR_CONTENT_TYPE,
     FOLDER_SUFFIX,
     MAX_KEY_BYTES,
+    MAX_METADATA_BYTES,
     MAX_NAME_BYTES,
     Attr,
     decode_attr,
     decode_xattrs,
+    encode_metadata,
+    metadata_size,
     skip_reason,
     split_key,
 )
+from .mime import MimeTypes
+from .reader import ObjectReader
 from .stat_cache import StatCache
 from .store import ListedObject, ObjectInfo, Store
+from .transfer import Original, Transfer
+from .tree import is_partial_copy, list_tree, move_tree
 
 log = logging.getLogger(__name__)
 
-# Sequential reads fetch ahead in a window that doubles from the first size to
-# the maximum; random reads fetch only what was asked for.
-READ_AHEAD_FIRST = 1024 * 1024 + 128 * 1024
-READ_AHEAD_MAX = 8 * 1024 * 1024
 SYMLINK_MAX = 4095
 MAX_WARNED = 10_000
+SYMLINK_CONTENT_TYPE = "application/octet-stream"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,22 +64,25 @@ class FsSettings:
     enable_negative_cache: bool = True
     compat_dir: bool = True
     max_thread_count: int = 10
+    cache_dir: str = "/tmp"
     default_uid: int = dataclasses.field(default_factory=os.geteuid)
     default_gid: int = dataclasses.field(default_factory=os.getegid)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Node:
-    """A resolved path: its attributes and where they live in the bucket."""
+    """A resolved path: its stored attributes and where they live in the bucket."""
 
-    attr: Attr
+    stored: Attr  # as in the bucket (uid=, gid=, umask= apply only to what stat shows)
     key: str | None  # the object holding data and metadata; None for implicit directories
     etag: str = ""
     xattrs: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    content_type: str | None = None
 
     @property
     def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.attr.mode)
+        return stat.S_ISDIR(self.stored.mode)
 
 
 @dataclasses.dataclass(slots=True)
@@ -93,48 +101,74 @@ class DirEntry:
     attr: Attr | None  # None: type unknown until looked up
 
 
-class ReadHandle:
-    """An open file: the object's key pinned to the ETag seen at open."""
+@dataclasses.dataclass(slots=True)
+class FileHandle:
+    ino: int
+    reader: ObjectReader | None  # set for reads of a file that is not open for writing
+    writable: bool
 
-    def __init__(self, key: str, etag: str, size: int) -> None:
-        self.key = key
-        self.etag = etag
-        self.size = size
-        self.lock = threading.Lock()
-        self.buffer_start = 0
-        self.buffer = b""
-        self.next_offset = 0
-        self.window = 0
+
+@dataclasses.dataclass(frozen=True)
+class AttrChanges:
+    """What a setattr asks for; None leaves a field as it is."""
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
 
 
 class Filesystem:
-    def __init__(self, store: Store, settings: FsSettings,
+    def __init__(self, store: Store, settings: FsSettings, transfer: Transfer, mime: MimeTypes,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.store = store
         self.settings = settings
+        self.transfer = transfer
+        self.mime = mime
         self.inodes = InodeTable()
         self.cache: StatCache[Node] = StatCache(
             ttl=settings.stat_cache_expire,
             max_entries=settings.max_stat_cache_size,
             negative=settings.enable_negative_cache,
         )
+        self._clock = clock
         self._mount_time_ns = clock()
         self._executor = ThreadPoolExecutor(settings.max_thread_count,
                                             thread_name_prefix="s3mount-io")
         self._handles: dict[int, Any] = {}
         self._handles_lock = threading.Lock()
         self._handle_numbers = itertools.count(1)
+        # Files open for writing (or dirty after a failed upload), by inode.
+        self._files: dict[int, OpenFile] = {}
+        self._files_lock = threading.Lock()
+        # llfuse keeps the kernel's page cache across opens; when a file is opened
+        # again and its ETag changed (another client wrote it), the cache must go.
+        self._opened_etags: dict[int, str] = {}
+        self.on_stale: Callable[[int], None] = lambda ino: None
         self._warned: set[str] = set()
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """Upload what is still dirty; return the keys that could not be uploaded."""
+        failed = []
+        with self._files_lock:
+            files = list(self._files.values())
+        for file in files:
+            try:
+                self._upload(file)
+            except FsError:
+                failed.append(file.key)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.transfer.close()
+        return failed
 
-    # Paths and keys
+    # Paths, keys and attributes
 
     def _path(self, ino: int) -> str:
         path = self.inodes.path(ino)
         if path is None:
-            raise FsError(errno.ESTALE, f"unknown inode {ino}")
+            raise FsError(errno.ESTALE, f"inode {ino} has no name")
         return path
 
     def _key(self, path: str) -> str:
@@ -143,14 +177,23 @@ class Filesystem:
     def _dir_prefix(self, path: str) -> str:
         return self._key(path) + "/" if path else self.settings.prefix
 
+    def _child(self, parent_ino: int, name: str) -> str:
+        parent = self._path(parent_ino)
+        if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise FsError(errno.ENAMETOOLONG)
+        if skip_reason(name) is not None:
+            raise FsError(errno.EINVAL)
+        path = f"{parent}/{name}" if parent else name
+        if len(self._key(path).encode("utf-8", "surrogateescape")) + 1 > MAX_KEY_BYTES:
+            raise FsError(errno.ENAMETOOLONG)
+        return path
+
     def _warn_once(self, message: str) -> None:
         if message in self._warned:
             return
         if len(self._warned) < MAX_WARNED:
             self._warned.add(message)
         log.warning("%s", message)
-
-    # Attributes
 
     def _decode(self, info: ObjectInfo, *, force_dir: bool = False) -> Node:
         def warn(message: str) -> None:
@@ -169,7 +212,7 @@ class Filesystem:
         if force_dir and not stat.S_ISDIR(attr.mode):
             attr = dataclasses.replace(attr, mode=stat.S_IFDIR | (attr.mode & 0o7777))
         xattrs = decode_xattrs(info.metadata.get("xattr"), warn)
-        return Node(self._override(attr), info.key, info.etag, xattrs)
+        return Node(attr, info.key, info.etag, xattrs, dict(info.metadata), info.content_type)
 
     def _implicit_dir(self, path: str) -> Node:
         attr = decode_attr(
@@ -177,10 +220,10 @@ class Filesystem:
             last_modified_ns=self._mount_time_ns, metadata={},
             default_uid=self.settings.default_uid, default_gid=self.settings.default_gid,
         )
-        return Node(self._override(attr), None)
+        return Node(attr, None)
 
-    def _override(self, attr: Attr) -> Attr:
-        """Apply the uid=, gid= and umask= options, as s3fs does."""
+    def shown(self, attr: Attr) -> Attr:
+        """What stat shows: the uid=, gid= and umask= options override the bucket, as in s3fs."""
         s = self.settings
         changes: dict[str, int] = {}
         if s.uid is not None:
@@ -191,27 +234,41 @@ class Filesystem:
             changes["mode"] = stat.S_IFMT(attr.mode) | (0o777 & ~s.umask)
         return dataclasses.replace(attr, **changes) if changes else attr
 
-    def _root_node(self) -> Node:
+    def _root_key(self) -> str:
         # s3fs stores the mount root's attributes in key "/" (bucket root) or "prefix/".
-        root_key = self.settings.prefix or "/"
-        info = self.store.head(root_key)
+        return self.settings.prefix or "/"
+
+    def _root_node(self) -> Node:
+        info = self.store.head(self._root_key())
         if info is not None:
             return self._decode(info, force_dir=True)
         s = self.settings
         perms = (0o777 & ~s.mp_umask) if s.allow_other else 0o700
-        attr = Attr(
-            mode=stat.S_IFDIR | perms,
-            uid=s.default_uid, gid=s.default_gid, size=4096,
-            mtime_ns=self._mount_time_ns, ctime_ns=self._mount_time_ns,
-            atime_ns=self._mount_time_ns,
-        )
-        if s.uid is not None or s.gid is not None:
-            attr = dataclasses.replace(attr, uid=s.uid if s.uid is not None else attr.uid,
-                                       gid=s.gid if s.gid is not None else attr.gid)
+        now = self._mount_time_ns
+        attr = Attr(mode=stat.S_IFDIR | perms, uid=s.default_uid, gid=s.default_gid,
+                    size=4096, mtime_ns=now, ctime_ns=now, atime_ns=now)
         return Node(attr, None)
 
+    def _open_file(self, path: str) -> OpenFile | None:
+        ino = self.inodes.find(path)
+        if ino is None:
+            return None
+        with self._files_lock:
+            return self._files.get(ino)
+
+    @staticmethod
+    def _file_node(file: OpenFile) -> Node:
+        etag = file.original.etag if file.original else ""
+        return Node(file.attr, file.key, etag, dict(file.xattrs), dict(file.keep),
+                    file.content_type)
+
+    # Resolution
+
     def _resolve(self, path: str) -> Node:
-        """The node at ``path``, from the cache or from S3 (releases nothing: no locks held)."""
+        """The node at ``path``: an open file, the cache, or S3."""
+        file = self._open_file(path)
+        if file is not None and not file.unlinked:
+            return self._file_node(file)
         node = self.cache.get(path)
         if node is not None:
             return node
@@ -231,6 +288,14 @@ class Filesystem:
             raise FsError(errno.ENOENT)
         self.cache.put(path, node)
         return node
+
+    def _exists(self, path: str) -> Node | None:
+        try:
+            return self._resolve(path)
+        except FsError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
 
     def _resolve_listed(self, path: str, child: ListedChild | None) -> Node | None:
         if child is None:
@@ -296,7 +361,7 @@ class Filesystem:
                 return self._decode(info, force_dir=True)
         return None
 
-    # Operations
+    # Reading the namespace
 
     def lookup(self, parent_ino: int, name: str) -> tuple[int, Attr]:
         parent = self._path(parent_ino)
@@ -311,38 +376,46 @@ class Filesystem:
                 raise FsError(errno.ENOENT)
             path = f"{parent}/{name}" if parent else name
         node = self._resolve(path)
-        return self.inodes.number(path, counted=True), node.attr
+        return self.inodes.number(path, counted=True), self.shown(node.stored)
 
     def forget(self, ino: int, count: int) -> None:
         self.inodes.forget(ino, count)
 
     def getattr(self, ino: int) -> Attr:
-        return self._resolve(self._path(ino)).attr
+        with self._files_lock:
+            file = self._files.get(ino)
+        if file is not None:
+            return self.shown(file.attr)
+        return self.shown(self._resolve(self._path(ino)).stored)
 
     def readlink(self, ino: int) -> bytes:
         node = self._resolve(self._path(ino))
-        if not stat.S_ISLNK(node.attr.mode) or node.key is None:
+        if not stat.S_ISLNK(node.stored.mode) or node.key is None:
             raise FsError(errno.EINVAL)
-        if node.attr.size > SYMLINK_MAX:
-            self._warn_once(f"{node.key}: symlink target of {node.attr.size} bytes is too long")
+        if node.stored.size > SYMLINK_MAX:
+            self._warn_once(f"{node.key}: symlink target of {node.stored.size} bytes is too long")
             raise FsError(errno.ENAMETOOLONG)
-        if node.attr.size == 0:
+        if node.stored.size == 0:
             raise FsError(errno.ENOENT, "empty symlink target")
-        data = self.store.get_range(node.key, 0, node.attr.size - 1, node.etag)
+        data = self.store.get_range(node.key, 0, node.stored.size - 1, node.etag)
         # s3fs trims whitespace around the target when it writes it and when it reads it.
         return data.strip()
 
     def getxattr(self, ino: int, name: str) -> bytes:
-        node = self._resolve(self._path(ino))
         try:
-            return node.xattrs[name]
+            return self._node_of(ino).xattrs[name]
         except KeyError:
             raise FsError(errno.ENODATA) from None
 
     def listxattr(self, ino: int) -> list[str]:
-        return sorted(self._resolve(self._path(ino)).xattrs)
+        return sorted(self._node_of(ino).xattrs)
 
-    # Directories
+    def _node_of(self, ino: int) -> Node:
+        with self._files_lock:
+            file = self._files.get(ino)
+        if file is not None:
+            return self._file_node(file)
+        return self._resolve(self._path(ino))
 
     def _list_children(self, path: str) -> dict[str, ListedChild]:
         prefix = self._dir_prefix(path)
@@ -352,7 +425,7 @@ class Filesystem:
                 self._add_child(children, prefix, common, None)
             for obj in page.objects:
                 self._add_child(children, prefix, obj.key, obj)
-        return dict(sorted(children.items()))
+        return children
 
     def _add_child(self, children: dict[str, ListedChild], prefix: str, key: str,
                    obj: ListedObject | None) -> None:
@@ -377,20 +450,33 @@ class Filesystem:
         else:
             child.file = obj
 
+    def _unlisted_open_files(self, path: str, children: dict[str, ListedChild]) -> None:
+        """New files not uploaded yet are not in the bucket's listing; add them."""
+        with self._files_lock:
+            files = list(self._files.values())
+        for file in files:
+            file_path = self.inodes.path(file.ino)
+            if file.unlinked or file_path is None:
+                continue
+            parent, _, name = file_path.rpartition("/")
+            if parent == path and name not in children:
+                children[name] = ListedChild(file=ListedObject(file.key, file.size, "", 0))
+
     def opendir(self, ino: int) -> int:
         path = self._path(ino)
         children = self._list_children(path)
+        self._unlisted_open_files(path, children)
         self.cache.put_listing(path, children)
         entries = [DirEntry(".", ino, None),
                    DirEntry("..", self.inodes.number(path.rpartition("/")[0], counted=False)
                             if path else ROOT_INODE, None)]
-        for name, child in children.items():
+        for name, child in sorted(children.items()):
             child_path = f"{path}/{name}" if path else name
             cached = self.cache.get(child_path)
             if cached is not None:
-                attr: Attr | None = cached.attr
+                attr: Attr | None = self.shown(cached.stored)
             elif child.is_dir:
-                attr = self._implicit_dir(child_path).attr
+                attr = self.shown(self._implicit_dir(child_path).stored)
             else:
                 attr = None
             entries.append(DirEntry(name, self.inodes.number(child_path, counted=False), attr))
@@ -400,42 +486,471 @@ class Filesystem:
         entries: list[DirEntry] = self._handle(fh)
         return [(entry, index + 1) for index, entry in enumerate(entries) if index >= offset]
 
-    # Files
+    # Files: open, read, write, upload
 
-    def open(self, ino: int, write: bool) -> int:
-        if write:
-            raise FsError(errno.EROFS)
-        node = self._resolve(self._path(ino))
+    def _load_file(self, ino: int, path: str) -> OpenFile:
+        """The OpenFile of an inode, made from its node on first use."""
+        with self._files_lock:
+            file = self._files.get(ino)
+        if file is not None:
+            return file
+        node = self._resolve(path)
         if node.is_dir:
             raise FsError(errno.EISDIR)
         if node.key is None:
             raise FsError(errno.ENOENT)
-        return self._add_handle(ReadHandle(node.key, node.etag, node.attr.size))
+        file = OpenFile(self.store, self.settings.cache_dir, ino=ino, key=node.key,
+                        attr=node.stored, original=Original(node.key, node.etag, node.stored.size),
+                        xattrs=dict(node.xattrs), keep=dict(node.metadata),
+                        content_type=node.content_type or self.mime.content_type(node.key))
+        with self._files_lock:
+            # Another thread may have made one meanwhile; keep the first.
+            existing = self._files.setdefault(ino, file)
+        if existing is not file:
+            file.close()
+        return existing
+
+    def open(self, ino: int, write: bool) -> int:
+        path = self._path(ino)
+        if write:
+            file = self._load_file(ino, path)
+            with file.lock:
+                file.handles += 1
+            return self._add_handle(FileHandle(ino, None, True))
+        with self._files_lock:
+            file = self._files.get(ino)
+        if file is not None:
+            return self._add_handle(FileHandle(ino, None, False))
+        node = self._resolve(path)
+        if node.is_dir:
+            raise FsError(errno.EISDIR)
+        if node.key is None:
+            raise FsError(errno.ENOENT)
+        with self._handles_lock:
+            previous = self._opened_etags.get(ino)
+            self._opened_etags[ino] = node.etag
+        if previous is not None and previous != node.etag:
+            self.on_stale(ino)
+        reader = ObjectReader(self.store, node.key, node.etag, node.stored.size)
+        return self._add_handle(FileHandle(ino, reader, False))
+
+    def create(self, parent_ino: int, name: str, mode: int, uid: int,
+               gid: int) -> tuple[int, int, Attr]:
+        path = self._child(parent_ino, name)
+        if self._exists(path) is not None:
+            raise FsError(errno.EEXIST)
+        attr = self._new_attr(stat.S_IFREG | (mode & 0o7777), uid, gid)
+        ino = self.inodes.number(path, counted=True)
+        file = OpenFile(self.store, self.settings.cache_dir, ino=ino, key=self._key(path),
+                        attr=attr, original=None, xattrs={}, keep={},
+                        content_type=self.mime.content_type(path))
+        file.handles = 1
+        with self._files_lock:
+            self._files[ino] = file
+        self._added(path, self._file_node(file), ListedChild(
+            file=ListedObject(file.key, 0, "", attr.mtime_ns)))
+        return self._add_handle(FileHandle(ino, None, True)), ino, self.shown(attr)
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
-        handle: ReadHandle = self._handle(fh)
-        with handle.lock:
-            if offset >= handle.size or size <= 0:
-                return b""
-            end = min(offset + size, handle.size)
-            start_in_buffer = offset - handle.buffer_start
-            if start_in_buffer >= 0 and end <= handle.buffer_start + len(handle.buffer):
-                data = handle.buffer[start_in_buffer:start_in_buffer + (end - offset)]
-            else:
-                if offset == handle.next_offset:
-                    handle.window = min(max(handle.window * 2, READ_AHEAD_FIRST), READ_AHEAD_MAX)
-                else:
-                    handle.window = 0
-                fetch_end = min(max(end, offset + handle.window), handle.size)
-                fetched = self.store.get_range(handle.key, offset, fetch_end - 1, handle.etag)
-                handle.buffer_start, handle.buffer = offset, fetched
-                data = fetched[: end - offset]
-            handle.next_offset = end
-            return data
+        handle: FileHandle = self._handle(fh)
+        with self._files_lock:
+            file = self._files.get(handle.ino)
+        if file is not None:
+            # Read-your-writes, also through a descriptor opened before the writer's.
+            with file.lock:
+                return file.read_range(offset, size)
+        if handle.reader is None:
+            raise FsError(errno.EBADF)
+        return handle.reader.read(offset, size)
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle: FileHandle = self._handle(fh)
+        with self._files_lock:
+            file = self._files.get(handle.ino)
+        if file is None or not handle.writable:
+            raise FsError(errno.EBADF)
+        with file.lock:
+            file.write(offset, data)
+        return len(data)
+
+    def flush(self, fh: int) -> None:
+        """Upload a changed file (close, fsync); failures are EIO, and the data stays."""
+        handle: FileHandle = self._handle(fh)
+        with self._files_lock:
+            file = self._files.get(handle.ino)
+        if file is not None:
+            self._upload(file)
 
     def release(self, fh: int) -> None:
         with self._handles_lock:
+            handle = self._handles.pop(fh, None)
+        if not isinstance(handle, FileHandle) or not handle.writable:
+            return
+        with self._files_lock:
+            file = self._files.get(handle.ino)
+        if file is None:
+            return
+        with file.lock:
+            file.handles -= 1
+            last = file.handles == 0
+        if not last:
+            return
+        try:
+            self._upload(file)
+        except FsError:
+            return  # logged by _upload; the file stays, dirty, so nothing is lost
+        with self._files_lock, file.lock:
+            if file.handles == 0 and (not file.dirty or file.unlinked):
+                self._files.pop(handle.ino, None)
+                file.close()
+
+    def releasedir(self, fh: int) -> None:
+        with self._handles_lock:
             self._handles.pop(fh, None)
+
+    def _upload(self, file: OpenFile) -> None:
+        with file.lock:
+            if file.unlinked or not file.dirty:
+                return
+            metadata = encode_metadata(file.attr, file.xattrs, keep=file.keep)
+            try:
+                if file.data_dirty or file.original is None:
+                    original = None
+                    if file.original is not None:
+                        original = Original(file.original.key, file.original.etag,
+                                            file.original_limit)
+                    etag = self.transfer.upload(file.key, file, metadata=metadata,
+                                                content_type=file.content_type,
+                                                original=original)
+                else:
+                    etag = self.transfer.copy(file.original, file.key, metadata=metadata,
+                                              content_type=file.content_type)
+            except FsError as exc:
+                log.error("upload of %s failed (%s); the data stays in the cache and is "
+                          "uploaded again at the next flush or close", file.key,
+                          exc.detail or os.strerror(exc.errno))
+                raise FsError(errno.EIO, exc.detail) from None
+            file.committed(etag)
+            file.keep = metadata
+            path = self.inodes.path(file.ino)
+            with self._handles_lock:
+                # Our own upload: the kernel's pages already hold this content.
+                self._opened_etags[file.ino] = etag
+        if path is not None:
+            self.cache.put(path, self._file_node(file))
+
+    # Changing the namespace
+
+    def _new_attr(self, mode: int, uid: int, gid: int, size: int = 0, rdev: int = 0) -> Attr:
+        now = self._clock()
+        if stat.S_ISDIR(mode):
+            size = 4096
+        return Attr(mode=mode, uid=uid, gid=gid, size=size, mtime_ns=now, ctime_ns=now,
+                    atime_ns=now, rdev=rdev)
+
+    def _added(self, path: str, node: Node, child: ListedChild) -> None:
+        parent, _, name = path.rpartition("/")
+        self.cache.put(path, node)
+        self.cache.listing_set(parent, name, child)
+        self._parent_changed(parent)
+
+    def _removed(self, path: str) -> None:
+        parent, _, name = path.rpartition("/")
+        self.inodes.detach(path)
+        self.cache.forget_tree(path)
+        self.cache.put_missing(path)
+        self.cache.listing_set(parent, name, None)
+        self._parent_changed(parent)
+
+    def _parent_changed(self, parent: str) -> None:
+        # Shown until the cache expires; persisted only with the next metadata change
+        # of the directory itself (s3fs persists neither by default).
+        node = self.cache.get(parent)
+        if node is not None:
+            now = self._clock()
+            self.cache.put(parent, dataclasses.replace(
+                node, stored=dataclasses.replace(node.stored, mtime_ns=now, ctime_ns=now)))
+
+    def _put_new(self, path: str, key: str, body: bytes, attr: Attr, content_type: str,
+                 child: ListedChild) -> int:
+        if self._exists(path) is not None:
+            raise FsError(errno.EEXIST)
+        metadata = encode_metadata(attr)
+        etag = self.store.put(key, body, metadata=metadata, content_type=content_type)
+        self._added(path, Node(attr, key, etag, {}, metadata, content_type), child)
+        return self.inodes.number(path, counted=True)
+
+    def mkdir(self, parent_ino: int, name: str, mode: int, uid: int,
+              gid: int) -> tuple[int, Attr]:
+        path = self._child(parent_ino, name)
+        attr = self._new_attr(stat.S_IFDIR | (mode & 0o7777), uid, gid)
+        ino = self._put_new(path, self._key(path) + "/", b"", attr, DIR_CONTENT_TYPE,
+                            ListedChild(is_dir=True))
+        return ino, self.shown(attr)
+
+    def symlink(self, parent_ino: int, name: str, target: bytes, uid: int,
+                gid: int) -> tuple[int, Attr]:
+        path = self._child(parent_ino, name)
+        if len(target) > SYMLINK_MAX:
+            raise FsError(errno.ENAMETOOLONG)
+        attr = self._new_attr(stat.S_IFLNK | 0o777, uid, gid, size=len(target))
+        key = self._key(path)
+        ino = self._put_new(path, key, target, attr, SYMLINK_CONTENT_TYPE,
+                            ListedChild(file=ListedObject(key, len(target), "", attr.mtime_ns)))
+        return ino, self.shown(attr)
+
+    def mknod(self, parent_ino: int, name: str, mode: int, rdev: int, uid: int,
+              gid: int) -> tuple[int, Attr]:
+        path = self._child(parent_ino, name)
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind == stat.S_IFDIR:
+            raise FsError(errno.EINVAL)
+        keeps_rdev = kind in (stat.S_IFCHR, stat.S_IFBLK)
+        attr = self._new_attr(kind | (mode & 0o7777), uid, gid, rdev=rdev if keeps_rdev else 0)
+        key = self._key(path)
+        ino = self._put_new(path, key, b"", attr, self.mime.content_type(path),
+                            ListedChild(file=ListedObject(key, 0, "", attr.mtime_ns)))
+        return ino, self.shown(attr)
+
+    def unlink(self, parent_ino: int, name: str) -> None:
+        path = self._child(parent_ino, name)
+        node = self._resolve(path)
+        if node.is_dir:
+            raise FsError(errno.EISDIR)
+        file = self._open_file(path)
+        if file is not None:
+            with file.lock:
+                # Open descriptors keep working; their close must not re-create the object.
+                file.unlinked = True
+                in_bucket = file.original is not None
+        else:
+            in_bucket = node.key is not None
+        if in_bucket and node.key is not None:
+            self.store.delete(node.key)
+        self._removed(path)
+
+    def rmdir(self, parent_ino: int, name: str) -> None:
+        path = self._child(parent_ino, name)
+        node = self._resolve(path)
+        if not node.is_dir:
+            raise FsError(errno.ENOTDIR)
+        self._check_empty(path)
+        prefix = self._key(path) + "/"
+        for key in {node.key, prefix}:
+            if key is not None:
+                self.store.delete(key)
+        self._removed(path)
+
+    def _check_empty(self, path: str) -> None:
+        prefix = self._key(path) + "/"
+        page = self.store.list_page(prefix, delimiter="", max_keys=2)
+        if any(obj.key != prefix for obj in page.objects):
+            raise FsError(errno.ENOTEMPTY)
+        below = path + "/"
+        with self._files_lock:
+            files = list(self._files.values())
+        for file in files:
+            file_path = self.inodes.path(file.ino)
+            if not file.unlinked and file_path is not None and file_path.startswith(below):
+                raise FsError(errno.ENOTEMPTY)
+
+    def link(self) -> None:
+        # S3 has no hard links; EPERM is what link(2) documents for a filesystem
+        # that does not support them (s3fs answers ENOTSUP).
+        raise FsError(errno.EPERM)
+
+    def rename(self, parent_old: int, name_old: str, parent_new: int, name_new: str) -> None:
+        old = self._child(parent_old, name_old)
+        new = self._child(parent_new, name_new)
+        if old == new:
+            return
+        node = self._resolve(old)
+        if new.startswith(old + "/"):
+            raise FsError(errno.EINVAL)
+        target = self._exists(new)
+        if node.is_dir:
+            if target is not None and not target.is_dir:
+                raise FsError(errno.ENOTDIR)
+            self._rename_dir(old, new, node, target)
+        else:
+            if target is not None and target.is_dir:
+                raise FsError(errno.EISDIR)
+            self._rename_file(old, new, node)
+        if target is not None:
+            self.cache.forget_tree(new)
+        self.inodes.move(old, new)
+        self.cache.forget_tree(old)
+        self.cache.put_missing(old)
+        old_parent, _, old_name = old.rpartition("/")
+        new_parent, _, new_name = new.rpartition("/")
+        self.cache.listing_set(old_parent, old_name, None)
+        self.cache.listing_set(new_parent, new_name, ListedChild(
+            is_dir=node.is_dir,
+            file=None if node.is_dir else ListedObject(self._key(new), node.stored.size, "", 0)))
+        self._parent_changed(old_parent)
+        self._parent_changed(new_parent)
+
+    def _rename_file(self, old: str, new: str, node: Node) -> None:
+        new_key = self._key(new)
+        content_type = (SYMLINK_CONTENT_TYPE if stat.S_ISLNK(node.stored.mode)
+                        else self.mime.content_type(new))
+        file = self._open_file(old)
+        if file is not None:
+            with file.lock:
+                old_key, file.key, file.content_type = file.key, new_key, content_type
+                file.attr = dataclasses.replace(file.attr, ctime_ns=self._clock())
+                file.meta_dirty = True
+                uploaded = file.original is not None
+            if uploaded:
+                self._upload(file)
+                self.store.delete(old_key)
+            return
+        if node.key is None:
+            raise FsError(errno.ENOENT)
+        attr = dataclasses.replace(node.stored, ctime_ns=self._clock())
+        metadata = encode_metadata(attr, node.xattrs, keep=node.metadata)
+        self.transfer.copy(Original(node.key, node.etag, node.stored.size), new_key,
+                           metadata=metadata, content_type=content_type)
+        self.store.delete(node.key)
+
+    def _rename_dir(self, old: str, new: str, node: Node, target: Node | None) -> None:
+        self._flush_tree(old)
+        source_prefix, target_prefix = self._key(old) + "/", self._key(new) + "/"
+        source = list_tree(self.store, source_prefix)
+        if target is not None:
+            existing = [o for o in list_tree(self.store, target_prefix)
+                        if o.key != target_prefix]
+            if not is_partial_copy(source, existing, source_prefix, target_prefix):
+                raise FsError(errno.ENOTEMPTY)
+        if node.key is not None and not node.key.endswith("/") and node.key != source_prefix:
+            # An old-style "dir" or "dir_$folder$" object becomes a "dir/" marker.
+            attr = dataclasses.replace(node.stored, ctime_ns=self._clock())
+            self.store.put(target_prefix, b"", metadata=encode_metadata(
+                attr, node.xattrs, keep=node.metadata), content_type=DIR_CONTENT_TYPE)
+            self.store.delete(node.key)
+        move_tree(self.store, self.transfer, self._executor, source, source_prefix,
+                  target_prefix)
+
+    def _flush_tree(self, path: str) -> None:
+        """Upload open files below a directory before its objects are moved."""
+        below = path + "/"
+        with self._files_lock:
+            files = list(self._files.values())
+        for file in files:
+            file_path = self.inodes.path(file.ino)
+            if file_path is not None and file_path.startswith(below):
+                self._upload(file)
+                with file.lock:
+                    file.key = self._key(file_path)
+
+    # Attributes and extended attributes
+
+    def setattr(self, ino: int, changes: AttrChanges) -> Attr:
+        now = self._clock()
+
+        def apply(attr: Attr) -> Attr:
+            fields: dict[str, int] = {"ctime_ns": now}
+            if changes.mode is not None:
+                fields["mode"] = stat.S_IFMT(attr.mode) | (changes.mode & 0o7777)
+            for name in ("uid", "gid", "atime_ns", "mtime_ns"):
+                value = getattr(changes, name)
+                if value is not None:
+                    fields[name] = value
+            return dataclasses.replace(attr, **fields)
+
+        with self._files_lock:
+            file = self._files.get(ino)
+        temporary = file is None and changes.size is not None
+        if temporary:
+            file = self._load_file(ino, self._path(ino))
+        if file is not None:
+            with file.lock:
+                if changes.size is not None:
+                    file.truncate(changes.size)
+                file.attr = apply(file.attr)
+                file.meta_dirty = True
+                attr = file.attr
+            if temporary:
+                self._upload_and_drop(file)
+            return self.shown(attr)
+        path = self._path(ino)
+        node = self._resolve(path)
+        updated = dataclasses.replace(node, stored=apply(node.stored))
+        self._store_metadata(path, updated)
+        return self.shown(updated.stored)
+
+    def _upload_and_drop(self, file: OpenFile) -> None:
+        self._upload(file)
+        with self._files_lock, file.lock:
+            if file.handles == 0:
+                self._files.pop(file.ino, None)
+                file.close()
+
+    def _store_metadata(self, path: str, node: Node) -> None:
+        """Persist a node's attributes and xattrs (a self-copy with REPLACE, as s3fs)."""
+        metadata = encode_metadata(node.stored, node.xattrs, keep=node.metadata)
+        if metadata_size(metadata) > MAX_METADATA_BYTES:
+            raise FsError(errno.E2BIG, "metadata larger than S3 allows")
+        if node.is_dir:
+            key = self._dir_marker(path)
+            if node.key != key:
+                # Implicit or old-style directory: s3fs replaces it with a "dir/" marker.
+                etag = self.store.put(key, b"", metadata=metadata, content_type=DIR_CONTENT_TYPE)
+                if node.key is not None:
+                    self.store.delete(node.key)
+                self.cache.put(path, dataclasses.replace(node, key=key, etag=etag,
+                                                         metadata=metadata))
+                return
+        if node.key is None:
+            raise FsError(errno.ENOENT)
+        etag = self.transfer.copy(Original(node.key, node.etag, node.stored.size), node.key,
+                                  metadata=metadata,
+                                  content_type=node.content_type or DIR_CONTENT_TYPE)
+        self.cache.put(path, dataclasses.replace(node, etag=etag, metadata=metadata))
+
+    def _dir_marker(self, path: str) -> str:
+        return self._key(path) + "/" if path else self._root_key()
+
+    def setxattr(self, ino: int, name: str, value: bytes) -> None:
+        self._change_xattrs(ino, lambda xattrs: xattrs.__setitem__(name, value))
+
+    def removexattr(self, ino: int, name: str) -> None:
+        def remove(xattrs: dict[str, bytes]) -> None:
+            if xattrs.pop(name, None) is None:
+                raise FsError(errno.ENODATA)
+
+        self._change_xattrs(ino, remove)
+
+    def _change_xattrs(self, ino: int, change: Callable[[dict[str, bytes]], None]) -> None:
+        with self._files_lock:
+            file = self._files.get(ino)
+        if file is not None:
+            with file.lock:
+                xattrs = dict(file.xattrs)
+                change(xattrs)
+                self._check_xattrs(file.attr, xattrs, file.keep)
+                file.xattrs = xattrs
+                file.attr = dataclasses.replace(file.attr, ctime_ns=self._clock())
+                file.meta_dirty = True
+            return
+        path = self._path(ino)
+        node = self._resolve(path)
+        xattrs = dict(node.xattrs)
+        change(xattrs)
+        self._check_xattrs(node.stored, xattrs, node.metadata)
+        stored = dataclasses.replace(node.stored, ctime_ns=self._clock())
+        self._store_metadata(path, dataclasses.replace(node, stored=stored, xattrs=xattrs))
+
+    @staticmethod
+    def _check_xattrs(attr: Attr, xattrs: dict[str, bytes], keep: Mapping[str, str]) -> None:
+        try:
+            metadata = encode_metadata(attr, xattrs, keep=keep)
+        except ValueError:
+            raise FsError(errno.EINVAL, "xattr name cannot be stored in s3fs's format") from None
+        if metadata_size(metadata) > MAX_METADATA_BYTES:
+            raise FsError(errno.E2BIG, "extended attributes larger than S3 metadata allows")
+
+    # Handles
 
     def _add_handle(self, handle: Any) -> int:
         with self._handles_lock:

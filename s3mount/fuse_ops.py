@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import llfuse
 
 from .errors import FsError
-from .fs import DirEntry, Filesystem
+from .fs import AttrChanges, DirEntry, Filesystem
 from .meta import Attr
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class FuseOperations(llfuse.Operations):
                  on_ready: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.fs = fs
+        fs.on_stale = lambda ino: llfuse.invalidate_inode(ino, attr_only=False)
         self.attr_timeout = attr_timeout
         self._on_ready = on_ready
 
@@ -128,19 +129,99 @@ class FuseOperations(llfuse.Operations):
 
     @handler
     def releasedir(self, fh: int) -> None:
-        self.fs.release(fh)
+        self.fs.releasedir(fh)
 
     @handler
     def open(self, inode: int, flags: int, ctx: Any = None) -> int:
         return self.fs.open(inode, write=bool(flags & (os.O_WRONLY | os.O_RDWR)))
 
     @handler
+    def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+               ctx: Any) -> tuple[int, llfuse.EntryAttributes]:
+        fh, ino, attr = self.fs.create(parent_inode, _name(name), mode, ctx.uid, ctx.gid)
+        return fh, self._entry(ino, attr)
+
+    @handler
     def read(self, fh: int, off: int, size: int) -> bytes:
         return self.fs.read(fh, off, size)
 
     @handler
+    def write(self, fh: int, off: int, buf: bytes) -> int:
+        return self.fs.write(fh, off, buf)
+
+    @handler
+    def flush(self, fh: int) -> None:
+        self.fs.flush(fh)
+
+    @handler
+    def fsync(self, fh: int, datasync: bool) -> None:
+        self.fs.flush(fh)
+
+    @handler
     def release(self, fh: int) -> None:
         self.fs.release(fh)
+
+    @handler
+    def setattr(self, inode: int, attr: llfuse.EntryAttributes, fields: Any, fh: int | None,
+                ctx: Any) -> llfuse.EntryAttributes:
+        changes = AttrChanges(
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            size=attr.st_size if fields.update_size else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+        )
+        return self._entry(inode, self.fs.setattr(inode, changes))
+
+    @handler
+    def mkdir(self, parent_inode: int, name: bytes, mode: int,
+              ctx: Any) -> llfuse.EntryAttributes:
+        return self._entry(*self.fs.mkdir(parent_inode, _name(name), mode, ctx.uid, ctx.gid))
+
+    @handler
+    def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+              ctx: Any) -> llfuse.EntryAttributes:
+        return self._entry(*self.fs.mknod(parent_inode, _name(name), mode, rdev, ctx.uid,
+                                          ctx.gid))
+
+    @handler
+    def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                ctx: Any) -> llfuse.EntryAttributes:
+        return self._entry(*self.fs.symlink(parent_inode, _name(name), target, ctx.uid,
+                                            ctx.gid))
+
+    @handler
+    def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        self.fs.unlink(parent_inode, _name(name))
+
+    @handler
+    def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        self.fs.rmdir(parent_inode, _name(name))
+
+    @handler
+    def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+               name_new: bytes, ctx: Any) -> None:
+        self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new, _name(name_new))
+
+    @handler
+    def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+             ctx: Any) -> llfuse.EntryAttributes:
+        self.fs.link()
+        raise AssertionError("link always fails")
+
+    @handler
+    def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        self.fs.setxattr(inode, _name(name), value)
+
+    @handler
+    def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        try:
+            self.fs.removexattr(inode, _name(name))
+        except FsError as exc:
+            if exc.errno == errno.ENODATA:
+                raise llfuse.FUSEError(llfuse.ENOATTR) from None
+            raise
 
     @handler
     def access(self, inode: int, mode: int, ctx: Any = None) -> bool:

@@ -22,7 +22,8 @@ ROOT_INODE = 1
 class InodeTable:
     def __init__(self, max_uncounted: int = 100_000) -> None:
         self._lock = threading.Lock()
-        self._paths: dict[int, str] = {ROOT_INODE: ""}
+        # None: the inode's name was removed while the kernel still knows it.
+        self._paths: dict[int, str | None] = {ROOT_INODE: ""}
         self._inodes: dict[str, int] = {"": ROOT_INODE}
         self._lookups: dict[int, int] = {ROOT_INODE: 1}
         self._uncounted: OrderedDict[int, None] = OrderedDict()
@@ -32,6 +33,10 @@ class InodeTable:
     def path(self, ino: int) -> str | None:
         with self._lock:
             return self._paths.get(ino)
+
+    def find(self, path: str) -> int | None:
+        with self._lock:
+            return self._inodes.get(path)
 
     def number(self, path: str, *, counted: bool) -> int:
         """The inode number for ``path``; ``counted`` adds one kernel lookup."""
@@ -50,6 +55,29 @@ class InodeTable:
                 self._uncounted.move_to_end(ino)
                 self._trim()
             return ino
+
+    def move(self, old: str, new: str) -> None:
+        """Rename ``old`` and everything below it to ``new``; numbers stay the same."""
+        with self._lock:
+            below = old + "/"
+            moved = [(path, ino) for path, ino in self._inodes.items()
+                     if path == old or path.startswith(below)]
+            for path, _ in moved:
+                del self._inodes[path]
+            for path, ino in moved:
+                target = new + path[len(old):]
+                replaced = self._inodes.get(target)
+                if replaced is not None:
+                    self._paths[replaced] = None
+                self._inodes[target] = ino
+                self._paths[ino] = target
+
+    def detach(self, path: str) -> None:
+        """The name is gone; the kernel may still hold the inode until ``forget``."""
+        with self._lock:
+            ino = self._inodes.pop(path, None)
+            if ino is not None:
+                self._paths[ino] = None
 
     def forget(self, ino: int, count: int) -> None:
         with self._lock:
@@ -74,5 +102,5 @@ class InodeTable:
         path = self._paths.pop(ino)
         del self._lookups[ino]
         self._uncounted.pop(ino, None)
-        if self._inodes.get(path) == ino:
+        if path is not None and self._inodes.get(path) == ino:
             del self._inodes[path]

@@ -13,6 +13,7 @@ import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from urllib.parse import quote, unquote_to_bytes
 
 FOLDER_SUFFIX = "_$folder$"
@@ -436,3 +437,78 @@ def split_key(prefix: str, key: str) -> tuple[str, bool] | None:
     if skip_reason(name) is not None:
         return None
     return name, marker
+
+
+# --- the write side ---------------------------------------------------------------------
+
+S3FS_METADATA_KEYS = frozenset({"mode", "uid", "gid", "mtime", "ctime", "atime", "xattr", "rdev"})
+
+# Other tools' copies of what s3mount writes. decode_attr prefers s3fs's own names anyway,
+# but s3sync and GCS read these first, so a copy left beside a newer `mode` would show
+# them the old value.
+_SUPERSEDED_KEYS = frozenset(
+    {
+        "permissions",
+        "owner",
+        "group",
+        "goog-reserved-posix-mode",
+        "goog-reserved-posix-uid",
+        "goog-reserved-posix-gid",
+        "goog-reserved-file-mtime",
+    }
+)
+
+# S3 refuses a request whose x-amz-meta-* names and values together exceed this.
+MAX_METADATA_BYTES = 2048
+
+_NO_XATTRS: Mapping[str, bytes] = MappingProxyType({})
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
+def encode_metadata(
+    attr: Attr,
+    xattrs: Mapping[str, bytes] = _NO_XATTRS,
+    *,
+    keep: Mapping[str, str] = _NO_METADATA,
+) -> dict[str, str]:
+    """User metadata for ``attr`` and ``xattrs`` in s3fs's format (s3fs-format.md §2.1),
+    named as botocore's ``Metadata=`` wants (without the x-amz-meta- prefix).
+
+    ``keep`` is the object's current metadata: headers of other tools survive unchanged,
+    except the ones s3mount owns (any case) and the superseded s3sync/GCS copies of mode,
+    owner and mtime. ``attr.size`` is not stored: it is the object's length.
+
+    Raises ValueError for an xattr name that cannot be stored (see encode_xattrs).
+    """
+    xattr = encode_xattrs(xattrs)
+    metadata = {
+        name: value
+        for name, value in keep.items()
+        if name.lower() not in S3FS_METADATA_KEYS and name.lower() not in _SUPERSEDED_KEYS
+    }
+    # Directories carry S_IFDIR too, as s3fs writes after a chmod (its mkdir leaves the
+    # type out): the mode alone then says "directory", whatever the Content-Type.
+    metadata["mode"] = str(attr.mode)
+    metadata["uid"] = str(attr.uid)
+    metadata["gid"] = str(attr.gid)
+    metadata["mtime"] = format_time_ns(attr.mtime_ns)
+    metadata["ctime"] = format_time_ns(attr.ctime_ns)
+    metadata["atime"] = format_time_ns(attr.atime_ns)
+    if xattr is not None:
+        metadata["xattr"] = xattr
+    # s3fs differs: it stores no device number, so its devices read back as 0,0. s3fs
+    # ignores the extra header, and leaving it out for 0 keeps such objects identical.
+    if stat.S_IFMT(attr.mode) in (stat.S_IFCHR, stat.S_IFBLK) and attr.rdev:
+        metadata["rdev"] = str(attr.rdev)
+    return metadata
+
+
+def metadata_size(metadata: Mapping[str, str]) -> int:
+    """Bytes that S3 counts against MAX_METADATA_BYTES for ``metadata`` (names without
+    the x-amz-meta- prefix): the UTF-8 length of every name and value."""
+    # surrogatepass only so that counting never raises; such a string cannot be sent
+    # anyway, and over-counting it errs on the safe side.
+    return sum(
+        len(name.encode("utf-8", "surrogatepass")) + len(value.encode("utf-8", "surrogatepass"))
+        for name, value in metadata.items()
+    )

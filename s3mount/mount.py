@@ -7,7 +7,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 
 import llfuse
@@ -18,7 +20,9 @@ from .errors import S3mountError
 from .fs import Filesystem, FsSettings
 from .fuse_ops import FuseOperations
 from .log import redactor, setup_logging
+from .mime import MimeTypes
 from .store import Store, StoreSettings, default_region, verify_setting, wants_path_style
+from .transfer import MiB, Transfer, TransferSettings
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +70,56 @@ def store_settings(config: MountConfig, environ: Mapping[str, str]) -> StoreSett
         max_connections=2 * s.max_thread_count,
         anonymous=s.public_bucket,
         list_max_keys=min(1000, s.list_object_max_keys),
+        write_extras=write_extras(config),
         only_instance_role=bool(s.iam_role),
     )
 
 
-def fs_settings(config: MountConfig) -> FsSettings:
+def write_extras(config: MountConfig) -> dict[str, str]:
+    s = config.settings
+    extras = {}
+    if s.default_acl:
+        extras["ACL"] = s.default_acl
+    if s.storage_class:
+        extras["StorageClass"] = s.storage_class.upper()
+    return extras
+
+
+def transfer_settings(config: MountConfig) -> TransferSettings:
+    s = config.settings
+    return TransferSettings(
+        multipart_threshold=s.multipart_threshold * MiB,
+        multipart_size=s.multipart_size * MiB,
+        multipart_copy_size=s.multipart_copy_size * MiB,
+        singlepart_copy_limit=s.singlepart_copy_limit * MiB,
+        nomultipart=s.nomultipart,
+        nocopyapi=s.nocopyapi,
+        max_thread_count=s.max_thread_count,
+    )
+
+
+def cache_directory(config: MountConfig) -> str:
+    """Where open files' data lives: below use_cache if given, else a private temp dir."""
+    s = config.settings
+    if s.use_cache:
+        if s.check_cache_dir_exist and not os.path.isdir(s.use_cache):
+            raise S3mountError(f"cache directory {s.use_cache} does not exist "
+                               "(check_cache_dir_exist is set)")
+        path = os.path.join(s.use_cache, f".s3mount-{config.bucket}")
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise S3mountError(f"cannot use cache directory {s.use_cache}: "
+                               f"{exc.strerror}") from None
+        return path
+    try:
+        return tempfile.mkdtemp(prefix="s3mount-", dir=s.tmpdir)
+    except OSError as exc:
+        raise S3mountError(f"cannot create a temporary directory in {s.tmpdir or '/tmp'}: "
+                           f"{exc.strerror}; check -o tmpdir=") from None
+
+
+def fs_settings(config: MountConfig, cache_dir: str) -> FsSettings:
     s = config.settings
     return FsSettings(
         prefix=config.prefix,
@@ -84,15 +133,16 @@ def fs_settings(config: MountConfig) -> FsSettings:
         enable_negative_cache=s.enable_negative_cache,
         compat_dir=s.compat_dir,
         max_thread_count=s.max_thread_count,
+        cache_dir=cache_dir,
     )
 
 
 def fuse_options(config: MountConfig) -> set[str]:
     s = config.settings
     source = config.source if "," not in config.source else config.bucket
-    # Writes arrive with a later version; until then the kernel answers EROFS.
-    options = {f"fsname={source}", "subtype=s3mount", "ro", "no_splice_read"}
-    for name in ("allow_other", "allow_root", "default_permissions", "nonempty", "dev", "suid"):
+    options = {f"fsname={source}", "subtype=s3mount", "no_splice_read"}
+    for name in ("ro", "allow_other", "allow_root", "default_permissions", "nonempty", "dev",
+                 "suid"):
         if getattr(s, name):
             options.add(name)
     if not s.exec:
@@ -118,9 +168,16 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
     if credentials is not None:
         redactor.add_secrets([credentials.secret_key, credentials.session_token])
         log.info("using credentials from %s", credentials.source)
+    try:
+        mime = MimeTypes.load(s.mime)
+    except OSError as exc:
+        raise S3mountError(f"cannot read the MIME table {s.mime}: {exc.strerror}; check "
+                           "-o mime=") from None
     store = Store(store_settings(config, environ), credentials)
     store.probe(config.prefix)
-    return Filesystem(store, fs_settings(config))
+    cache_dir = cache_directory(config)
+    return Filesystem(store, fs_settings(config, cache_dir),
+                      Transfer(store, transfer_settings(config)), mime)
 
 
 def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None] | None) -> int:
@@ -131,8 +188,9 @@ def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None] | No
         llfuse.init(ops, config.mountpoint, fuse_options(config))
     except RuntimeError as exc:
         raise S3mountError(
-            f"cannot mount at {config.mountpoint} ({exc}): is /dev/fuse available? (in a "
-            "container: --device /dev/fuse --cap-add SYS_ADMIN)") from None
+            f"cannot mount at {config.mountpoint} ({exc}; see the line from fuse above): is "
+            "/dev/fuse available? (in a container: --device /dev/fuse --cap-add SYS_ADMIN)"
+        ) from None
     log.info("mounted %s at %s", config.source, config.mountpoint)
     workers = 1 if config.single_threaded else max(2, config.settings.max_thread_count)
     status = 0
@@ -144,8 +202,13 @@ def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None] | No
         log.exception("the FUSE loop failed")
         status = 1
     finally:
-        fs.close()
+        failed = fs.close()
         llfuse.close(unmount=True)
+        if not config.settings.use_cache:
+            shutil.rmtree(fs.settings.cache_dir, ignore_errors=True)
+    if failed:
+        log.error("could not upload %d changed files: %s", len(failed), ", ".join(failed))
+        status = 1
     log.info("unmounted %s", config.mountpoint)
     return status
 

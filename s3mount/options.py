@@ -208,7 +208,21 @@ GROUPS = (CREDENTIALS, ENDPOINT, PERMISSIONS, CACHE, UPLOAD, NETWORK, COMPAT, LO
 _P = Status.PLANNED
 _U = Status.UNSUPPORTED
 _I = Status.IGNORED
-_WRITES = "needs write support, which is planned"
+_WRITES = "planned"
+_ACLS = ("private", "public-read", "public-read-write", "authenticated-read",
+         "bucket-owner-read", "bucket-owner-full-control", "aws-exec-read", "log-delivery-write")
+_STORAGE_CLASSES = ("standard", "standard_ia", "onezone_ia", "reduced_redundancy",
+                    "intelligent_tiering", "glacier", "glacier_ir", "deep_archive",
+                    "express_onezone")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return value.lower()
+
+    return parse
 
 OPTIONS: tuple[Option, ...] = (
     # Credentials
@@ -299,7 +313,9 @@ OPTIONS: tuple[Option, ...] = (
            help="Let root access the mount of another user."),
     Option("default_permissions", None, False, PERMISSIONS,
            help="Let the kernel check access against the mode, owner and group."),
-    Option("default_acl", _string, None, PERMISSIONS, _P, note=_WRITES),
+    Option("default_acl", _choice(_ACLS), None, PERMISSIONS, metavar="ACL",
+           help="Canned ACL sent with every new object, e.g. public-read (default: none, "
+                "so the bucket's default applies; s3fs sends private)."),
     # Caching
     Option("stat_cache_expire", _number(0), 60.0, CACHE, metavar="SECONDS",
            help="How long attributes and listings are trusted before asking S3 again "
@@ -310,37 +326,58 @@ OPTIONS: tuple[Option, ...] = (
            negations=("disable_negative_cache", "disable_noobj_cache"),
            help="Remember names that do not exist for stat_cache_expire (default on; "
                 "turn off with disable_negative_cache)."),
-    Option("use_cache", _string, None, CACHE, _P, metavar="DIR"),
-    Option("check_cache_dir_exist", None, False, CACHE, _P),
+    Option("use_cache", _string, None, CACHE, metavar="DIR",
+           help="Directory for the data of open files (default: a private directory in "
+                "tmpdir, removed at exit). A persistent read cache is planned."),
+    Option("check_cache_dir_exist", None, False, CACHE,
+           help="Fail instead of creating the use_cache directory."),
     Option("del_cache", None, False, CACHE, _P),
     Option("ensure_diskfree", _integer(0), None, CACHE, _P, metavar="MB"),
     Option("free_space_ratio", _integer(0, 100), None, CACHE, _P),
     Option("max_cache_size", _integer(0), None, CACHE, _P, metavar="MB"),
-    Option("tmpdir", _string, None, CACHE, _P),
+    Option("tmpdir", _string, None, CACHE, metavar="DIR",
+           help="Where the private cache directory is made when use_cache is not given "
+                "(default: $TMPDIR or /tmp)."),
     Option("stat_cache_interval_expire", _integer(0), None, CACHE, _P),
     Option("kernel_cache", None, False, CACHE, _P),
     Option("fake_diskfree", _integer(0), None, CACHE, _P),
     Option("set_check_cache_sigusr1", _string, None, CACHE, _U,
            note="s3mount's cache needs no integrity dump"),
     # Upload and copy
-    Option("multipart_size", _integer(5), None, UPLOAD, _P, metavar="MB", note=_WRITES),
-    Option("multipart_threshold", _integer(5), None, UPLOAD, _P, metavar="MB", note=_WRITES),
-    Option("multipart_copy_size", _integer(5), None, UPLOAD, _P, note=_WRITES),
-    Option("singlepart_copy_limit", _integer(0), None, UPLOAD, _P, note=_WRITES),
+    Option("multipart_size", _integer(5, 5 * 1024), 10, UPLOAD, metavar="MB",
+           help="Part size of multipart uploads; grown when a file would need more than "
+                "10,000 parts."),
+    Option("multipart_threshold", _integer(5, 5 * 1024), 25, UPLOAD, metavar="MB",
+           help="Files of this size and larger are uploaded in parallel parts."),
+    Option("multipart_copy_size", _integer(5, 5 * 1024), 512, UPLOAD, metavar="MB",
+           help="Part size of server-side multipart copies (objects above "
+                "singlepart_copy_limit)."),
+    Option("singlepart_copy_limit", _integer(0, 5 * 1024), 512, UPLOAD, metavar="MB",
+           help="Largest object copied with one CopyObject request."),
     Option("putheader_mp_threshold", _integer(5), None, UPLOAD, _P, note=_WRITES),
-    Option("nomultipart", None, False, UPLOAD, _P, note=_WRITES),
+    Option("nomultipart", None, False, UPLOAD,
+           help="Never use multipart uploads (files above 5 GiB then fail with EFBIG)."),
     Option("nomixupload", None, False, UPLOAD, _P, note=_WRITES),
     Option("streamupload", None, False, UPLOAD, _P, note=_WRITES),
     Option("max_dirty_data", _integer(-1), None, UPLOAD, _P, note=_WRITES),
-    Option("nocopyapi", None, False, UPLOAD, _P, note=_WRITES),
+    Option("nocopyapi", None, False, UPLOAD,
+           help="Never copy server-side: metadata changes and renames download and "
+                "re-upload (for servers without CopyObject; also detected automatically)."),
     Option("norenameapi", None, False, UPLOAD, _P, note=_WRITES),
-    Option("storage_class", _string, None, UPLOAD, _P, aliases=("use_rrs",), note=_WRITES),
+    Option("storage_class", _choice(_STORAGE_CLASSES), None, UPLOAD, aliases=("use_rrs",),
+           metavar="CLASS",
+           help="Storage class of new objects: " + ", ".join(_STORAGE_CLASSES) + " (use_rrs "
+                "means reduced_redundancy)."),
     Option("use_sse", _string, None, UPLOAD, _P, aliases=("load_sse_c",)),
     Option("enable_content_md5", None, False, UPLOAD, _P, note=_WRITES),
     Option("enable_unsigned_payload", None, False, UPLOAD, _P, note=_WRITES),
     Option("ahbe_conf", _string, None, UPLOAD, _P, note=_WRITES),
-    Option("mime", _string, None, UPLOAD, _P, note=_WRITES),
-    Option("hard_remove", None, False, UPLOAD, _P, note=_WRITES),
+    Option("mime", _string, None, UPLOAD, metavar="FILE",
+           help="MIME table for Content-Type by file extension (default: /etc/mime.types, "
+                "else Python's built-in table)."),
+    Option("hard_remove", None, True, UPLOAD, _I,
+           help="Accepted; s3mount always deletes an unlinked object at once, and open "
+                "descriptors keep working."),
     Option("max_read", _integer(4096), None, UPLOAD, _P),
     Option("max_thread_count", _integer(1, 256), 10, UPLOAD,
            aliases=("parallel_count", "multireq_max"), metavar="N",
@@ -378,7 +415,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_time_stamp_msg", None, False, LOGGING, _P),
     # Mount behaviour (FUSE and mount(8))
     Option("ro", None, False, MOUNT, negations=("rw",),
-           help="Read-only mount (rw is accepted)."),
+           help="Read-only mount: every change fails with EROFS."),
     Option("nonempty", None, False, MOUNT,
            help="Allow mounting over a non-empty directory (its files are hidden)."),
     Option("dev", None, False, MOUNT, negations=("nodev",),
@@ -458,7 +495,7 @@ def parse_options(option_strings: Iterable[str]) -> dict[str, Any]:
                 raise UsageError(f"option '{name}' takes no value")
             given[option.name] = fixed
             continue
-        if value is None and name in _VALUE_FOR_BARE_ALIAS:
+        if name in _VALUE_FOR_BARE_ALIAS and value in (None, "1"):
             value = _VALUE_FOR_BARE_ALIAS[name]
         given[option.name] = _check(option, name, value)
     return given

@@ -45,6 +45,24 @@ class _Bounded(Generic[T]):
         with self._lock:
             self._cache.pop(key, None)
 
+    def pop_tree(self, path: str) -> None:
+        """Drop ``path`` and every key below it."""
+        if self._cache is None:
+            return
+        below = path + "/"
+        with self._lock:
+            for key in [k for k in self._cache if k == path or k.startswith(below)]:
+                self._cache.pop(key, None)
+
+    def update(self, key: str, change: Callable[[T], None]) -> None:
+        """Change a cached value in place (under the cache's lock)."""
+        if self._cache is None:
+            return
+        with self._lock:
+            value = self._cache.get(key)
+            if value is not None:
+                change(value)
+
 
 class StatCache(Generic[T]):
     """Positive entries (path → T), negative entries, and listings (dir path → children)."""
@@ -74,3 +92,18 @@ class StatCache(Generic[T]):
 
     def put_listing(self, path: str, children: dict) -> None:
         self._listings.put(path, children)
+
+    def listing_set(self, directory: str, name: str, child: object | None) -> None:
+        """Keep a cached listing true after our own change (None: the name is gone)."""
+        def change(children: dict) -> None:
+            if child is None:
+                children.pop(name, None)
+            else:
+                children[name] = child
+
+        self._listings.update(directory, change)
+
+    def forget_tree(self, path: str) -> None:
+        """Everything cached at or below ``path`` (after a directory rename or removal)."""
+        for cache in (self._entries, self._missing, self._listings):
+            cache.pop_tree(path)

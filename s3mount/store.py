@@ -265,17 +265,20 @@ class Store:
                               ContentType=content_type, **self._write_extras)
         return response.get("ETag", "")
 
-    def copy(self, source_key: str, key: str, *, metadata: Mapping[str, str],
-             content_type: str, source_etag: str | None = None) -> str:
-        """Server-side copy with new metadata (directive REPLACE); up to 5 GiB."""
+    def copy(self, source_key: str, key: str, *, metadata: Mapping[str, str] | None,
+             content_type: str | None, source_etag: str | None = None) -> str:
+        """Server-side copy, up to 5 GiB: with new metadata (directive REPLACE), or,
+        when metadata is None, keeping the source's metadata and Content-Type (COPY)."""
         params: dict[str, Any] = {
             "Key": key,
             "CopySource": {"Bucket": self.bucket, "Key": source_key},
-            "MetadataDirective": "REPLACE",
-            "Metadata": dict(metadata),
-            "ContentType": content_type,
             **self._write_extras,
         }
+        if metadata is None:
+            params["MetadataDirective"] = "COPY"
+        else:
+            params.update(MetadataDirective="REPLACE", Metadata=dict(metadata),
+                          ContentType=content_type)
         if source_etag:
             params["CopySourceIfMatch"] = source_etag
         response = self._call("copy_object", **params)

@@ -249,9 +249,9 @@ def test_uid_gid_umask_options_override_stored_attributes(s3, bucket, mount):
     assert stat.S_ISDIR(d.st_mode) and stat.S_IMODE(d.st_mode) == 0o750
 
 
-def test_mount_is_read_only(s3, bucket, mount):
+def test_ro_option_refuses_every_change(s3, bucket, mount):
     put(s3, bucket, "f", b"x")
-    m = mount(bucket)
+    m = mount(bucket, "ro")
     for action in (lambda: os.open(m.path / "f", os.O_WRONLY), lambda: os.mkdir(m.path / "new"),
                    lambda: os.unlink(m.path / "f")):
         with pytest.raises(OSError) as refused:

@@ -169,7 +169,7 @@ def test_bad_option_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_options_are_parsed_before_the_arguments_are_checked() -> None:
     # A bad option is reported even when the arguments are also wrong.
-    assert "use_cache" in usage_error([], ["use_cache=/tmp"])
+    assert "logfile" in usage_error([], ["logfile=/tmp/s3mount.log"])
 
 
 def test_mountpoint_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,13 +12,17 @@ from s3mount.meta import (
     DIR_CONTENT_TYPE,
     FOLDER_SUFFIX,
     MAX_KEY_BYTES,
+    MAX_METADATA_BYTES,
     MAX_NAME_BYTES,
+    S3FS_METADATA_KEYS,
     Attr,
     decode_attr,
     decode_xattrs,
+    encode_metadata,
     encode_xattrs,
     format_time_ns,
     is_directory_content_type,
+    metadata_size,
     parse_time_ns,
     skip_reason,
     split_key,
@@ -837,3 +841,230 @@ def test_split_key_accepts_valid_names(prefix: str, name: str) -> None:
 
 def test_max_key_bytes_is_the_s3_limit() -> None:
     assert MAX_KEY_BYTES == 1024
+
+
+# --- encode_metadata (the write side, s3fs-format.md §2.1) ------------------------------
+
+
+def test_encode_metadata_exact_for_a_regular_file() -> None:
+    attr = Attr(REG | 0o644, 1000, 1000, 5, 1700000000 * NS + NS // 2, LM, 1700000001 * NS)
+    assert encode_metadata(attr) == {
+        "mode": "33188",
+        "uid": "1000",
+        "gid": "1000",
+        "mtime": "1700000000.500000000",
+        "ctime": "1700000000",
+        "atime": "1700000001",
+    }
+
+
+T1_NS = int(T1) * NS
+
+
+@pytest.mark.parametrize(
+    ("attr", "xattrs", "observed"),
+    [
+        pytest.param(
+            Attr(REG | 0o640, 1234, 5678, 0, T1_NS, T1_NS, T1_NS),
+            {"user.k1": b"v1", "user.bin": b"\x00\xff\x10"},
+            {**S3FS_TIMES, "gid": "5678", "mode": "33184", "uid": "1234",
+             "xattr": XATTR_S3FS_190},
+            id="chmod-chown-setfattr-file",
+        ),
+        pytest.param(
+            Attr(DIR | 0o750, 0, 0, 4096, T1_NS, T1_NS, T1_NS), {},
+            {**S3FS_TIMES, "gid": "0", "mode": "16872", "uid": "0"},
+            id="dir-after-chmod",
+        ),
+        pytest.param(
+            Attr(LNK | 0o777, 0, 0, 8, T1_NS, T1_NS, T1_NS), {},
+            {**S3FS_TIMES, "gid": "0", "mode": "41471", "uid": "0"},
+            id="symlink",
+        ),
+        pytest.param(
+            Attr(FIFO | 0o644, 0, 0, 0, T1_NS, T1_NS, T1_NS), {},
+            {**S3FS_TIMES, "gid": "0", "mode": "4516", "uid": "0"},
+            id="fifo",
+        ),
+        pytest.param(
+            Attr(CHR | 0o644, 0, 0, 0, T1_NS, T1_NS, T1_NS), {},
+            {**S3FS_TIMES, "gid": "0", "mode": "8612", "uid": "0"},
+            id="char-device-rdev-0",
+        ),
+        pytest.param(
+            Attr(REG | 0o644, 0, 0, 0, 1000000000123456789, 1000000000123456789,
+                 1000000000123456789), {},
+            {"atime": "1000000000.123456789", "ctime": "1000000000.123456789",
+             "mtime": "1000000000.123456789", "gid": "0", "mode": "33188", "uid": "0"},
+            id="touch-d-nanoseconds",
+        ),
+    ],
+)
+def test_encode_metadata_matches_s3fs_190_objects(
+    attr: Attr, xattrs: dict[str, bytes], observed: dict[str, str]
+) -> None:
+    assert encode_metadata(attr, xattrs) == observed
+
+
+def test_encode_metadata_directory_carries_s_ifdir() -> None:
+    attr = Attr(DIR | 0o755, 1, 2, 4096, NS, 2 * NS, 3 * NS)
+    metadata = encode_metadata(attr)
+    assert metadata["mode"] == "16877"
+    for key in ("d/", "d_$folder$", "d"):
+        decoded, warnings = decode(key, metadata, content_type=OCTET)
+        assert decoded == attr
+        assert warnings == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "rdev", "stored"),
+    [
+        (CHR | 0o644, 259, "259"),
+        (BLK | 0o660, 2049, "2049"),
+        (CHR | 0o644, 2**32 - 1, "4294967295"),
+        (CHR | 0o644, 0, None),  # as s3fs: no header, reads back as 0,0
+        (REG | 0o644, 259, None),  # only devices have a device number
+        (FIFO | 0o644, 1, None),
+    ],
+)
+def test_encode_metadata_rdev(mode: int, rdev: int, stored: str | None) -> None:
+    metadata = encode_metadata(Attr(mode, 0, 0, 0, 0, 0, 0, rdev=rdev))
+    assert metadata.get("rdev") == stored
+    assert ("rdev" in metadata) is (stored is not None)
+
+
+def test_encode_metadata_without_xattrs_has_no_xattr_header() -> None:
+    attr = Attr(REG | 0o644, 0, 0, 0, 0, 0, 0)
+    assert "xattr" not in encode_metadata(attr)
+    assert "xattr" not in encode_metadata(attr, {}, keep={"xattr": XATTR_KEY_VALUE})
+    assert encode_metadata(attr, {"key": b"value"})["xattr"] == XATTR_KEY_VALUE
+
+
+def test_encode_metadata_keep_preserves_foreign_and_replaces_owned() -> None:
+    keep = {
+        # foreign headers survive byte for byte, case included
+        "s3cmd-attrs": "uid:0/gid:0/mode:33188",
+        "Content-Owner": "team-a",
+        "groupname": "x",
+        "goog-reserved-other": "y",
+        # owned: replaced by what we write, or removed
+        "mode": "0",
+        "UID": "99",
+        "Mtime": "1",
+        "ctime": "1",
+        "atime": "1",
+        "xattr": XATTR_KEY_VALUE,
+        "rdev": "5",
+        # superseded copies of mode/owner/mtime: dropped
+        "permissions": "33261",
+        "Owner": "500",
+        "GROUP": "501",
+        "goog-reserved-posix-mode": "755",
+        "goog-reserved-posix-uid": "42",
+        "Goog-Reserved-Posix-Gid": "43",
+        "goog-reserved-file-mtime": "1600000000",
+    }
+    original = dict(keep)
+    attr = Attr(REG | 0o600, 7, 8, 0, 2 * NS, 3 * NS, 4 * NS)
+    assert encode_metadata(attr, keep=keep) == {
+        "s3cmd-attrs": "uid:0/gid:0/mode:33188",
+        "Content-Owner": "team-a",
+        "groupname": "x",
+        "goog-reserved-other": "y",
+        "mode": "33152",
+        "uid": "7",
+        "gid": "8",
+        "mtime": "2",
+        "ctime": "3",
+        "atime": "4",
+    }
+    assert keep == original
+
+
+@pytest.mark.parametrize("name", ["a,b", 'a"b', "", "\ud800"])
+def test_encode_metadata_rejects_unstorable_xattr_names(name: str) -> None:
+    with pytest.raises(ValueError):
+        encode_metadata(Attr(REG | 0o644, 0, 0, 0, 0, 0, 0), {name: b"x"})
+
+
+def test_s3fs_metadata_keys() -> None:
+    assert sorted(S3FS_METADATA_KEYS) == [
+        "atime", "ctime", "gid", "mode", "mtime", "rdev", "uid", "xattr"
+    ]
+
+
+NON_DIR_TYPES = st.sampled_from([REG, LNK, FIFO, CHR, BLK, SOCK])
+IDS = st.integers(min_value=0, max_value=2**32 - 2)
+TIMES = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@st.composite
+def non_dir_attrs(draw: st.DrawFn) -> Attr:
+    ftype = draw(NON_DIR_TYPES)
+    rdev = draw(st.integers(0, 2**32 - 1)) if ftype in (CHR, BLK) else 0
+    return Attr(
+        mode=ftype | draw(st.integers(0, 0o7777)),
+        uid=draw(IDS),
+        gid=draw(IDS),
+        size=draw(st.integers(0, 2**63 - 1)),
+        mtime_ns=draw(TIMES),
+        ctime_ns=draw(TIMES),
+        atime_ns=draw(TIMES),
+        rdev=rdev,
+    )
+
+
+@given(
+    attr=non_dir_attrs(),
+    xattrs=st.dictionaries(XATTR_NAMES, st.binary(max_size=50), max_size=4),
+    keep=st.dictionaries(METADATA_NAMES | ANY_TEXT, ANY_TEXT, max_size=6),
+    content_type=st.sampled_from([OCTET, "text/plain", DIR_CONTENT_TYPE]),
+)
+def test_encode_metadata_round_trip(
+    attr: Attr, xattrs: dict[str, bytes], keep: dict[str, str], content_type: str
+) -> None:
+    metadata = encode_metadata(attr, xattrs, keep=keep)
+    warnings: list[str] = []
+    decoded = decode_attr(
+        "some/file", size=attr.size, content_type=content_type, last_modified_ns=LM,
+        metadata=metadata, default_uid=DEF_UID, default_gid=DEF_GID, warn=warnings.append,
+    )
+    assert decoded == attr
+    assert warnings == []
+    assert decode_xattrs(metadata.get("xattr")) == xattrs
+    superseded = {"permissions", "owner", "group", "goog-reserved-posix-mode",
+                  "goog-reserved-posix-uid", "goog-reserved-posix-gid",
+                  "goog-reserved-file-mtime"}
+    foreign = {k: v for k, v in keep.items()
+               if k.lower() not in S3FS_METADATA_KEYS | superseded}
+    owned = {k: v for k, v in metadata.items() if k not in foreign}
+    assert {k: metadata[k] for k in foreign} == foreign
+    assert set(owned) <= S3FS_METADATA_KEYS
+    assert all(v.isascii() for v in owned.values())
+
+
+# --- metadata size ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "size"),
+    [
+        ({}, 0),
+        ({"mode": "33188"}, 9),
+        ({"mode": "33188", "uid": "0"}, 13),
+        ({"caf\u00e9": "\u20ac"}, 8),  # counted in UTF-8 bytes, not characters
+        ({"k": ""}, 1),
+    ],
+)
+def test_metadata_size(metadata: dict[str, str], size: int) -> None:
+    assert metadata_size(metadata) == size
+
+
+def test_metadata_size_of_s3fs_190_file_and_the_limit() -> None:
+    metadata = {**S3FS_TIMES, "gid": "5678", "mode": "33184", "uid": "1234",
+                "xattr": XATTR_S3FS_190}
+    assert metadata_size(metadata) == 3 * (5 + 10) + 7 + 9 + 7 + 5 + len(XATTR_S3FS_190)
+    assert MAX_METADATA_BYTES == 2048
+    # one xattr value big enough to pass the limit on its own
+    big = encode_metadata(Attr(REG | 0o644, 0, 0, 0, 0, 0, 0), {"user.big": b"x" * 1500})
+    assert metadata_size(big) > MAX_METADATA_BYTES

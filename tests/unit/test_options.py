@@ -230,6 +230,15 @@ GOOD_EXAMPLE: dict[str, tuple[str, Any]] = {
     "list_object_max_keys": ("100", 100),
     "dbglevel": ("info", "info"),
     "iam_role": ("auto", True),
+    "use_cache": ("/var/cache/s3mount", "/var/cache/s3mount"),
+    "tmpdir": ("/var/tmp", "/var/tmp"),
+    "multipart_size": ("16", 16),
+    "multipart_threshold": ("64", 64),
+    "multipart_copy_size": ("100", 100),
+    "singlepart_copy_limit": ("0", 0),
+    "mime": ("/etc/mime.types", "/etc/mime.types"),
+    "default_acl": ("public-read", "public-read"),
+    "storage_class": ("STANDARD_IA", "standard_ia"),
 }
 
 # (option string, spelling the message must name, value it must show).
@@ -275,6 +284,16 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("parallel_count=0", "parallel_count", "0"),
     ("multireq_max=ten", "multireq_max", "ten"),
     ("iam_role=myrole", "iam_role", "myrole"),
+    ("use_cache=", "use_cache", ""),
+    ("tmpdir=", "tmpdir", ""),
+    ("multipart_size=4", "multipart_size", "4"),
+    ("multipart_threshold=big", "multipart_threshold", "big"),
+    ("multipart_copy_size=6000", "multipart_copy_size", "6000"),
+    ("singlepart_copy_limit=-1", "singlepart_copy_limit", "-1"),
+    ("mime=", "mime", ""),
+    ("default_acl=everyone", "default_acl", "everyone"),
+    ("storage_class=cheap", "storage_class", "cheap"),
+    ("use_rrs=2", "use_rrs", "2"),
     ("list_object_max_keys=0", "list_object_max_keys", "0"),
     ("passwd_file=", "passwd_file", ""),
     ("profile=", "profile", ""),
@@ -323,7 +342,8 @@ def test_bad_value(option_string: str, name: str, value: str) -> None:
 
 @pytest.mark.parametrize(
     "spelling",
-    [s for o in SUPPORTED_VALUES if o.bare_value is None for s in spellings(o) if s != "f2"],
+    [s for o in SUPPORTED_VALUES if o.bare_value is None for s in spellings(o)
+     if s not in ("f2", "use_rrs")],
 )
 def test_value_option_without_value(spelling: str) -> None:
     message = refused(spelling)
@@ -516,8 +536,8 @@ def test_keys_on_the_command_line_are_refused_without_echoing_them(
 
 
 def test_planned_option_is_refused_even_after_good_options() -> None:
-    message = refused("ro,uid=0,use_cache=/tmp,retries=2")
-    assert "use_cache" in message
+    message = refused("ro,uid=0,logfile=/tmp/s3mount.log,retries=2")
+    assert "logfile" in message
 
 
 # --------------------------------------------------------------------------

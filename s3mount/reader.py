@@ -1,0 +1,47 @@
+"""Reading an object that is not open for writing: ranged GETs pinned to the
+ETag seen at open, with a read-ahead window for sequential reads.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .store import Store
+
+# Sequential reads fetch ahead in a window that doubles from the first size to
+# the maximum; random reads fetch only what was asked for.
+READ_AHEAD_FIRST = 1024 * 1024 + 128 * 1024
+READ_AHEAD_MAX = 8 * 1024 * 1024
+
+
+class ObjectReader:
+    def __init__(self, store: Store, key: str, etag: str, size: int) -> None:
+        self._store = store
+        self.key = key
+        self.etag = etag
+        self.size = size
+        self._lock = threading.Lock()
+        self._buffer_start = 0
+        self._buffer = b""
+        self._next_offset = 0
+        self._window = 0
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self._lock:
+            if offset >= self.size or size <= 0:
+                return b""
+            end = min(offset + size, self.size)
+            start_in_buffer = offset - self._buffer_start
+            if start_in_buffer >= 0 and end <= self._buffer_start + len(self._buffer):
+                data = self._buffer[start_in_buffer:start_in_buffer + (end - offset)]
+            else:
+                if offset == self._next_offset:
+                    self._window = min(max(self._window * 2, READ_AHEAD_FIRST), READ_AHEAD_MAX)
+                else:
+                    self._window = 0
+                fetch_end = min(max(end, offset + self._window), self.size)
+                fetched = self._store.get_range(self.key, offset, fetch_end - 1, self.etag)
+                self._buffer_start, self._buffer = offset, fetched
+                data = fetched[: end - offset]
+            self._next_offset = end
+            return data

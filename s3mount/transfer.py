@@ -1,0 +1,298 @@
+"""Uploads and server-side copies: one PUT, parallel multipart, mixupload, copy fallbacks.
+
+An object is written either with one PutObject or as a multipart upload whose
+parts run in parallel on this module's own thread pool. When the new content
+replaces an existing object and only some ranges changed, unchanged parts are
+copied server-side with UploadPartCopy ("mixupload" in s3fs), so a small edit
+to a big file does not send the whole file again.
+
+Some S3-compatible servers answer NotImplemented to CopyObject or
+UploadPartCopy. The first such answer switches server-side copies off for the
+life of the Transfer: data is sent instead, and the write never fails because
+of it (s3fs answers EIO there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Protocol
+
+from .errors import FsError
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MAX_PARTS = 10_000
+MIN_PART = 5 * MiB
+MAX_SINGLE_COPY = 5 * 1024**3  # S3's CopyObject limit
+MAX_SINGLE_PUT = 5 * 1024**3  # S3's PutObject limit
+MAX_OBJECT = 5 * 1024**4  # S3's object size limit
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferSettings:
+    multipart_threshold: int = 25 * MiB  # bytes; multipart at or above this
+    multipart_size: int = 10 * MiB  # bytes; part size before growth
+    multipart_copy_size: int = 512 * MiB  # part size for multipart copies
+    singlepart_copy_limit: int = 512 * MiB  # largest single CopyObject (capped at MAX_SINGLE_COPY)
+    nomultipart: bool = False
+    nocopyapi: bool = False  # never use CopyObject/UploadPartCopy: download and re-upload
+    max_thread_count: int = 10  # parallel part requests
+
+
+class DataSource(Protocol):
+    """The content to upload."""
+
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes (fewer only at EOF).
+
+        May block; called from several threads at once for different ranges.
+        """
+        ...
+
+    def unchanged(self, offset: int, length: int) -> bool:
+        """True when the range equals the same range of the original object."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Original:
+    """The object that the new content replaces, or that a copy reads."""
+
+    key: str
+    etag: str
+    size: int
+
+
+def part_size(total: int, wanted: int) -> int:
+    """``wanted``, grown to whole MiB when ``total`` would need more than MAX_PARTS parts.
+
+    Never below MIN_PART, S3's smallest part (except the last).
+    """
+    size = max(wanted, MIN_PART)
+    if total > size * MAX_PARTS:
+        needed = -(-total // MAX_PARTS)
+        size = -(-needed // MiB) * MiB
+    return size
+
+
+def _ranges(total: int, part: int) -> list[tuple[int, int, int]]:
+    """(part number, offset, length) of every part, numbered from 1."""
+    return [(index + 1, offset, min(part, total - offset))
+            for index, offset in enumerate(range(0, total, part))]
+
+
+def _read_exactly(source: DataSource, offset: int, length: int) -> bytes:
+    data = source.read(offset, length)
+    if len(data) != length:
+        # A short read inside the announced size would silently truncate the object.
+        raise FsError(errno.EIO, f"source gave {len(data)} of {length} bytes at {offset}")
+    return data
+
+
+class _ObjectSource:
+    """An existing object as a DataSource, read in ranges pinned to its ETag."""
+
+    def __init__(self, store: Store, original: Original) -> None:
+        self._store = store
+        self._original = original
+        self.size = original.size
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = min(offset + length, self.size)
+        if end <= offset:
+            return b""
+        return self._store.get_range(self._original.key, offset, end - 1, self._original.etag)
+
+    def unchanged(self, offset: int, length: int) -> bool:
+        # Only used when server-side copies are off, so there is nothing to copy from.
+        return False
+
+
+# Sends part (number, offset, length) of an upload and returns its ETag.
+_PartSender = Callable[[str, int, int, int], str]
+
+
+class Transfer:
+    """Uploads and copies objects of one Store.
+
+    Owns a thread pool used only for part requests, so a caller running on
+    another pool never waits for a slot of its own pool.
+    """
+
+    def __init__(self, store: Store, settings: TransferSettings) -> None:
+        self._store = store
+        self._settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=settings.max_thread_count,
+                                        thread_name_prefix="s3mount-part")
+        self._lock = threading.Lock()
+        self._copy_supported = True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    @property
+    def copy_supported(self) -> bool:
+        """False once the server answered NotImplemented to a copy."""
+        return self._copy_supported
+
+    def upload(self, key: str, source: DataSource, *, metadata: Mapping[str, str],
+               content_type: str, original: Original | None = None) -> str:
+        """Write ``source`` to ``key``; return the new ETag.
+
+        With ``original`` (the object being replaced), parts that lie within it and
+        are unchanged are copied server-side. Blocks until done; on failure the
+        multipart upload is aborted and the FsError raised (ESTALE when the
+        original changed meanwhile).
+        """
+        size = source.size
+        settings = self._settings
+        if size > MAX_OBJECT or (settings.nomultipart and size > MAX_SINGLE_PUT):
+            raise FsError(errno.EFBIG, f"{size} bytes is too large for one object")
+        if size == 0 or size < settings.multipart_threshold or settings.nomultipart:
+            log.debug("PUT %s (%d bytes)", key, size)
+            body = _read_exactly(source, 0, size) if size else b""
+            return self._store.put(key, body, metadata=metadata, content_type=content_type)
+        copy_from = None if settings.nocopyapi else original
+
+        def send(upload_id: str, number: int, offset: int, length: int) -> str:
+            if (copy_from is not None and self._copy_supported
+                    and offset + length <= copy_from.size and source.unchanged(offset, length)):
+                try:
+                    return self._store.upload_part_copy(
+                        key, upload_id, number, copy_from.key, offset, offset + length - 1,
+                        source_etag=copy_from.etag)
+                except FsError as exc:
+                    if exc.errno != errno.ENOTSUP:
+                        raise
+                    self._copy_unsupported(exc)
+            return self._store.upload_part(key, upload_id, number,
+                                           _read_exactly(source, offset, length))
+
+        part = part_size(size, settings.multipart_size)
+        log.debug("multipart upload of %s (%d bytes, parts of %d)", key, size, part)
+        return self._multipart(key, metadata, content_type, size, part, send)
+
+    def copy(self, source: Original, key: str, *, metadata: Mapping[str, str],
+             content_type: str) -> str:
+        """Copy ``source`` to ``key`` with new metadata (REPLACE); return the new ETag.
+
+        ``key`` may be ``source.key``: that is how metadata are changed. Without
+        server-side copies the object is downloaded and uploaded again, in parts
+        when large.
+        """
+        if not self._settings.nocopyapi and self._copy_supported:
+            try:
+                return self._server_copy(source, key, metadata, content_type)
+            except FsError as exc:
+                if exc.errno != errno.ENOTSUP:
+                    raise
+                self._copy_unsupported(exc)
+        log.debug("copying %s to %s by download and upload", source.key, key)
+        return self.upload(key, _ObjectSource(self._store, source), metadata=metadata,
+                           content_type=content_type)
+
+    def copy_keeping_metadata(self, source: Original, key: str) -> str:
+        """Copy ``source`` to another key with its metadata and Content-Type as they are.
+
+        One request (directive COPY) when the server copies and the object is
+        small enough; else the metadata are read with a HEAD and ``copy`` does it.
+        """
+        settings = self._settings
+        if (not settings.nocopyapi and self._copy_supported
+                and source.size <= min(settings.singlepart_copy_limit, MAX_SINGLE_COPY)):
+            try:
+                return self._store.copy(source.key, key, metadata=None, content_type=None,
+                                        source_etag=source.etag)
+            except FsError as exc:
+                if exc.errno != errno.ENOTSUP:
+                    raise
+                self._copy_unsupported(exc)
+        info = self._store.head(source.key)
+        if info is None:
+            raise FsError(errno.ENOENT, f"{source.key} vanished during the copy")
+        return self.copy(source, key, metadata=info.metadata,
+                         content_type=info.content_type or "application/octet-stream")
+
+    def _server_copy(self, source: Original, key: str, metadata: Mapping[str, str],
+                     content_type: str) -> str:
+        settings = self._settings
+        # A zero-byte object always gets here: no multipart upload can have zero parts.
+        if source.size <= min(settings.singlepart_copy_limit, MAX_SINGLE_COPY):
+            return self._store.copy(source.key, key, metadata=metadata,
+                                    content_type=content_type, source_etag=source.etag)
+
+        def send(upload_id: str, number: int, offset: int, length: int) -> str:
+            return self._store.upload_part_copy(key, upload_id, number, source.key, offset,
+                                                offset + length - 1, source_etag=source.etag)
+
+        part = part_size(source.size, settings.multipart_copy_size)
+        log.debug("multipart copy of %s to %s (%d bytes, parts of %d)",
+                  source.key, key, source.size, part)
+        return self._multipart(key, metadata, content_type, source.size, part, send)
+
+    def _multipart(self, key: str, metadata: Mapping[str, str], content_type: str,
+                   size: int, part: int, send: _PartSender) -> str:
+        upload_id = self._store.create_multipart(key, metadata=metadata,
+                                                 content_type=content_type)
+        try:
+            parts = self._run_parts(upload_id, _ranges(size, part), send)
+            return self._store.complete_multipart(key, upload_id, parts)
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+
+    def _run_parts(self, upload_id: str, ranges: list[tuple[int, int, int]],
+                   send: _PartSender) -> list[tuple[int, str]]:
+        """Send all parts; return (number, ETag) in part-number order.
+
+        At most max_thread_count parts of this upload are queued or running at a
+        time, so a large file neither floods the shared pool nor holds more than
+        that many parts' bytes (each task reads its own data).
+        """
+        window = self._settings.max_thread_count
+        waiting = iter(ranges)
+        pending: dict[Future[str], int] = {}
+        etags: dict[int, str] = {}
+        try:
+            while True:
+                for number, offset, length in waiting:
+                    pending[self._pool.submit(send, upload_id, number, offset, length)] = number
+                    if len(pending) >= window:
+                        break
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    etags[pending.pop(future)] = future.result()
+        finally:
+            # After a failure the parts still running must end before the abort:
+            # a part that lands after it would be stored (and billed) again.
+            for future in pending:
+                future.cancel()
+            wait(pending)
+        return sorted(etags.items())
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self._store.abort_multipart(key, upload_id)
+        except FsError as exc:
+            log.warning("could not abort the multipart upload %s of %s: %s",
+                        upload_id, key, exc.detail)
+
+    def _copy_unsupported(self, exc: FsError) -> None:
+        with self._lock:
+            if not self._copy_supported:
+                return
+            self._copy_supported = False
+        # exc.detail names the operation, e.g. "upload_part_copy: NotImplemented".
+        log.warning("%s does not support server-side copies (%s): sending data instead from "
+                    "now on", self._store.endpoint, exc.detail)
