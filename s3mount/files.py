@@ -137,6 +137,11 @@ class OpenFile:
         self.attr = dataclasses.replace(self.attr, size=size, mtime_ns=now, ctime_ns=now)
         self.data_dirty = True
 
+    def detach_from_object(self) -> None:
+        """Fetch everything still only in the object, which is about to be deleted."""
+        self._load(0, self.original_limit)
+        self.original_limit = 0
+
     def committed(self, etag: str) -> None:
         """The bucket now holds exactly this content and these attributes."""
         self.original = Original(self.key, etag, self.size)

@@ -560,7 +560,11 @@ class Filesystem:
             with file.lock:
                 return file.read_range(offset, size)
         if handle.reader is None:
-            raise FsError(errno.EBADF)
+            # Opened while the file was open for writing; that writer is gone now.
+            node = self._resolve(self._path(handle.ino))
+            if node.key is None:
+                raise FsError(errno.ENOENT)
+            handle.reader = ObjectReader(self.store, node.key, node.etag, node.stored.size)
         return handle.reader.read(offset, size)
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -576,6 +580,8 @@ class Filesystem:
     def flush(self, fh: int) -> None:
         """Upload a changed file (close, fsync); failures are EIO, and the data stays."""
         handle: FileHandle = self._handle(fh)
+        if not handle.writable:
+            return
         with self._files_lock:
             file = self._files.get(handle.ino)
         if file is not None:
@@ -603,6 +609,9 @@ class Filesystem:
             if file.handles == 0 and (not file.dirty or file.unlinked):
                 self._files.pop(handle.ino, None)
                 file.close()
+        # A metadata change that arrived during the upload above is stored too.
+        if not file.unlinked and file.dirty:
+            self._persist_if_closed(file)
 
     def releasedir(self, fh: int) -> None:
         with self._handles_lock:
@@ -720,7 +729,9 @@ class Filesystem:
         file = self._open_file(path)
         if file is not None:
             with file.lock:
-                # Open descriptors keep working; their close must not re-create the object.
+                # Open descriptors keep working on the cached content; their close must
+                # not re-create the object.
+                file.detach_from_object()
                 file.unlinked = True
                 in_bucket = file.original is not None
         else:
@@ -776,8 +787,8 @@ class Filesystem:
             if target is not None and target.is_dir:
                 raise FsError(errno.EISDIR)
             self._rename_file(old, new, node)
-        if target is not None:
-            self.cache.forget_tree(new)
+        # Also drops the negative entry the kernel's lookup of the new name left.
+        self.cache.forget_tree(new)
         self.inodes.move(old, new)
         self.cache.forget_tree(old)
         self.cache.put_missing(old)
@@ -870,8 +881,7 @@ class Filesystem:
                 file.attr = apply(file.attr)
                 file.meta_dirty = True
                 attr = file.attr
-            if temporary:
-                self._upload_and_drop(file)
+            self._persist_if_closed(file)
             return self.shown(attr)
         path = self._path(ino)
         node = self._resolve(path)
@@ -879,12 +889,20 @@ class Filesystem:
         self._store_metadata(path, updated)
         return self.shown(updated.stored)
 
-    def _upload_and_drop(self, file: OpenFile) -> None:
-        self._upload(file)
-        with self._files_lock, file.lock:
-            if file.handles == 0:
-                self._files.pop(file.ino, None)
-                file.close()
+    def _persist_if_closed(self, file: OpenFile) -> None:
+        """A change to a file nobody has open for writing is stored now.
+
+        The kernel sends RELEASE after close() has returned, so a chmod or
+        setxattr can reach a file whose last writer is just going away.
+        """
+        with file.lock:
+            closed = file.handles == 0
+        if closed:
+            self._upload(file)
+            with self._files_lock, file.lock:
+                if file.handles == 0 and not file.dirty:
+                    self._files.pop(file.ino, None)
+                    file.close()
 
     def _store_metadata(self, path: str, node: Node) -> None:
         """Persist a node's attributes and xattrs (a self-copy with REPLACE, as s3fs)."""
@@ -932,6 +950,7 @@ class Filesystem:
                 file.xattrs = xattrs
                 file.attr = dataclasses.replace(file.attr, ctime_ns=self._clock())
                 file.meta_dirty = True
+            self._persist_if_closed(file)
             return
         path = self._path(ino)
         node = self._resolve(path)

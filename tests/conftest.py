@@ -25,6 +25,7 @@ from helpers import (
     wait_until,
     write_passwd_file,
 )
+from s3proxy import S3Proxy
 
 
 @pytest.fixture(scope="session")
@@ -138,3 +139,10 @@ def mount(tmp_path: Path, s3_server: MotoServer, passwd_file: Path,
             failures.append(f"{m.path}: traceback in the daemon log:\n{text}")
     assert not failures, "\n".join(failures)
 
+
+
+@pytest.fixture
+def proxy(s3_server: MotoServer) -> Iterator[S3Proxy]:
+    """A rule-based proxy in front of the S3 server, for counting and refusing requests."""
+    with S3Proxy(s3_server.url) as running:
+        yield running
