@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Large, stable numbers for df: 2**32-1 blocks of 64 KiB (about 256 TiB), like s3fs shows.
+# Large, stable numbers for df: by default 2**32-1 blocks of 64 KiB (about 256
+# TiB), like s3fs shows.
 STATFS_BLOCK = 65536
 STATFS_BLOCKS = 2**32 - 1
 STATFS_FILES = 2**32 - 1
@@ -58,12 +59,13 @@ def handler(method: F) -> F:
 
 
 class FuseOperations(llfuse.Operations):
-    def __init__(self, fs: Filesystem, *, attr_timeout: float,
+    def __init__(self, fs: Filesystem, *, attr_timeout: float, bucket_size: int | None = None,
                  on_ready: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.fs = fs
         fs.on_stale = lambda ino: llfuse.invalidate_inode(ino, attr_only=False)
         self.attr_timeout = attr_timeout
+        self.blocks = -(-bucket_size // STATFS_BLOCK) if bucket_size else STATFS_BLOCKS
         self._on_ready = on_ready
 
     def init(self) -> None:
@@ -247,7 +249,7 @@ class FuseOperations(llfuse.Operations):
         data = llfuse.StatvfsData()
         data.f_bsize = STATFS_BLOCK
         data.f_frsize = STATFS_BLOCK
-        data.f_blocks = data.f_bfree = data.f_bavail = STATFS_BLOCKS
+        data.f_blocks = data.f_bfree = data.f_bavail = self.blocks
         data.f_files = data.f_ffree = data.f_favail = STATFS_FILES
         data.f_namemax = 255
         return data

@@ -82,6 +82,13 @@ def write_extras(config: MountConfig) -> dict[str, str]:
         extras["ACL"] = s.default_acl
     if s.storage_class:
         extras["StorageClass"] = s.storage_class.upper()
+    if s.use_sse == "1":
+        extras["ServerSideEncryption"] = "AES256"
+    elif s.use_sse:
+        extras["ServerSideEncryption"] = "aws:kms"
+        key_id = s.use_sse.partition(":")[2] or os.environ.get("AWSSSEKMSID")
+        if key_id:
+            extras["SSEKMSKeyId"] = key_id
     return extras
 
 
@@ -183,7 +190,7 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
 def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None] | None) -> int:
     """Mount, run the FUSE loop until unmount or a signal, and clean up."""
     ops = FuseOperations(fs, attr_timeout=kernel_timeout(config.settings.stat_cache_expire),
-                         on_ready=on_ready)
+                         bucket_size=config.settings.bucket_size, on_ready=on_ready)
     try:
         llfuse.init(ops, config.mountpoint, fuse_options(config))
     except RuntimeError as exc:

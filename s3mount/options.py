@@ -139,6 +139,32 @@ def _proxy(value: str) -> str:
     return _url(value if "://" in value else "http://" + value)
 
 
+_SIZE = re.compile(r"([0-9]+)\s*([KMGTPE]?)(i?)B?", re.ASCII | re.IGNORECASE)
+
+
+def _byte_size(value: str) -> int:
+    """s3fs's bucket_size: a number of bytes with an optional GB/GiB/TB/TiB/PB/PiB/EB/EiB."""
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError("expected a size such as 1099511627776, 500GiB or 2PB")
+    number, unit, binary = match.groups()
+    power = "KMGTPE".find(unit.upper()) + 1 if unit else 0
+    size = int(number) * (1024 if binary else 1000) ** power
+    if size < 1:
+        raise ValueError("must be at least 1 byte")
+    return size
+
+
+def _sse(value: str) -> str:
+    """s3fs's use_sse: 1 (SSE-S3) or kmsid[:ID] / k[:ID] (SSE-KMS)."""
+    lowered = value.lower()
+    if lowered in ("1", "kmsid", "k") or lowered.startswith(("kmsid:", "k:")):
+        return value
+    if lowered in ("custom", "c") or lowered.startswith(("custom:", "c:")) or "/" in value:
+        raise ValueError("SSE-C (customer keys) is not yet supported; use 1 or kmsid[:ID]")
+    raise ValueError("expected 1 (SSE-S3) or kmsid[:KEY_ID] (SSE-KMS)")
+
+
 def _iam_role(value: str) -> bool:
     if value != "auto":
         raise ValueError("only iam_role or iam_role=auto: s3mount takes the instance's role")
@@ -368,7 +394,11 @@ OPTIONS: tuple[Option, ...] = (
            metavar="CLASS",
            help="Storage class of new objects: " + ", ".join(_STORAGE_CLASSES) + " (use_rrs "
                 "means reduced_redundancy)."),
-    Option("use_sse", _string, None, UPLOAD, _P, aliases=("load_sse_c",)),
+    Option("use_sse", _sse, None, UPLOAD, bare_value="1", metavar="1|kmsid[:ID]",
+           help="Server-side encryption of new objects: 1 for SSE-S3, kmsid:ID (or k:ID) for "
+                "SSE-KMS; without an ID, $AWSSSEKMSID or the bucket's default key. SSE-C is "
+                "not yet supported."),
+    Option("load_sse_c", _string, None, UPLOAD, _P),
     Option("enable_content_md5", None, False, UPLOAD, _P, note=_WRITES),
     Option("enable_unsigned_payload", None, False, UPLOAD, _P, note=_WRITES),
     Option("ahbe_conf", _string, None, UPLOAD, _P, note=_WRITES),
@@ -403,7 +433,8 @@ OPTIONS: tuple[Option, ...] = (
            help="Accepted; extended attributes in x-amz-meta-xattr are always readable."),
     Option("use_wtf8", None, False, COMPAT, _P),
     Option("update_parent_dir_stat", None, False, COMPAT, _P, note=_WRITES),
-    Option("bucket_size", _string, None, COMPAT, _P),
+    Option("bucket_size", _byte_size, None, COMPAT, metavar="SIZE",
+           help="Size that df reports, e.g. 1PiB (default: about 256 TiB, like s3fs)."),
     Option("instance_name", _string, None, COMPAT, _P),
     Option("fd_page_size", _string, None, COMPAT, _I, help="Accepted; obsolete in s3fs too."),
     # Logging

@@ -393,3 +393,17 @@ def test_metadata_change_right_after_close_is_stored(s3, bucket, mount):
         meta = head(s3, bucket, f"f{i}")["Metadata"]
         assert meta["mode"] == str(stat.S_IFREG | (0o600 + i % 8)), i
         assert "xattr" in meta, i
+
+
+def test_write_options_reach_the_bucket(s3, bucket, mount):
+    m = mount(bucket, "use_sse", "storage_class=standard_ia", "default_acl=public-read",
+              "bucket_size=1PiB")
+    (m.path / "f").write_bytes(b"secret")
+    info = head(s3, bucket, "f")
+    assert info["ServerSideEncryption"] == "AES256"
+    assert info["StorageClass"] == "STANDARD_IA"
+    grants = s3.get_object_acl(Bucket=bucket, Key="f")["Grants"]
+    assert any(g["Permission"] == "READ" and g["Grantee"].get("URI", "").endswith("AllUsers")
+               for g in grants)
+    fs = os.statvfs(m.path)
+    assert fs.f_blocks * fs.f_frsize == 1024**5

@@ -239,6 +239,8 @@ GOOD_EXAMPLE: dict[str, tuple[str, Any]] = {
     "mime": ("/etc/mime.types", "/etc/mime.types"),
     "default_acl": ("public-read", "public-read"),
     "storage_class": ("STANDARD_IA", "standard_ia"),
+    "use_sse": ("kmsid:key-1", "kmsid:key-1"),
+    "bucket_size": ("2TiB", 2 * 1024**4),
 }
 
 # (option string, spelling the message must name, value it must show).
@@ -294,6 +296,10 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("default_acl=everyone", "default_acl", "everyone"),
     ("storage_class=cheap", "storage_class", "cheap"),
     ("use_rrs=2", "use_rrs", "2"),
+    ("use_sse=custom:/etc/key", "use_sse", "custom:/etc/key"),
+    ("use_sse=2", "use_sse", "2"),
+    ("bucket_size=lots", "bucket_size", "lots"),
+    ("bucket_size=0", "bucket_size", "0"),
     ("list_object_max_keys=0", "list_object_max_keys", "0"),
     ("passwd_file=", "passwd_file", ""),
     ("profile=", "profile", ""),
