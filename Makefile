@@ -20,10 +20,12 @@ MANDIR      ?= $(PREFIX)/share/man
 COMMANDS    := s3mount mount.s3mount
 
 # Debian packages, installed only when missing: the libfuse 2 headers and pkg-config
-# (llfuse is built from source). system-deps also checks for fusermount (package fuse,
-# or fuse3's compatible one), a C compiler, and the Python's venv module (python3-venv)
-# and headers (python3-dev).
-APT_PACKAGES   := libfuse-dev pkg-config
+# (llfuse is built from source), and the programs the tests run: s3fs (the s3fs-fuse
+# interoperability tests), git, rsync and sqlite3 (programs inside a mount), and attr
+# (setfattr/getfattr). system-deps also checks for fusermount (package fuse, or fuse3's
+# compatible one), a C compiler, and the Python's venv module (python3-venv) and
+# headers (python3-dev).
+APT_PACKAGES   := libfuse-dev pkg-config s3fs git rsync sqlite3 attr
 APT_GET        := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
 # Debian's python3 needs python3-venv for ensurepip, which `python3 -m venv` uses.
 PY_HAS_VENV    := import ensurepip, venv

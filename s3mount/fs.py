@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 SYMLINK_MAX = 4095
 MAX_WARNED = 10_000
 SYMLINK_CONTENT_TYPE = "application/octet-stream"
+POSIX_ACL_XATTRS = frozenset({"system.posix_acl_access", "system.posix_acl_default"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -494,6 +495,9 @@ class Filesystem:
             file = self._files.get(ino)
         if file is not None:
             return file
+        # The content is fetched (and later copied) pinned to this ETag, so it must be
+        # current: another client may have replaced the object since it was cached.
+        self.cache.forget_tree(path)
         node = self._resolve(path)
         if node.is_dir:
             raise FsError(errno.EISDIR)
@@ -531,8 +535,20 @@ class Filesystem:
             self._opened_etags[ino] = node.etag
         if previous is not None and previous != node.etag:
             self.on_stale(ino)
-        reader = ObjectReader(self.store, node.key, node.etag, node.stored.size)
-        return self._add_handle(FileHandle(ino, reader, False))
+        return self._add_handle(FileHandle(ino, self._reader(ino, path, node), False))
+
+    def _reader(self, ino: int, path: str, node: Node) -> ObjectReader:
+        def refresh() -> tuple[str, str, int]:
+            self.cache.forget_tree(path)
+            fresh = self._resolve(path)
+            if fresh.key is None or fresh.is_dir:
+                raise FsError(errno.ESTALE)
+            with self._handles_lock:
+                self._opened_etags[ino] = fresh.etag
+            self.on_stale(ino)
+            return fresh.key, fresh.etag, fresh.stored.size
+
+        return ObjectReader(self.store, node.key or "", node.etag, node.stored.size, refresh)
 
     def create(self, parent_ino: int, name: str, mode: int, uid: int,
                gid: int) -> tuple[int, int, Attr]:
@@ -561,10 +577,11 @@ class Filesystem:
                 return file.read_range(offset, size)
         if handle.reader is None:
             # Opened while the file was open for writing; that writer is gone now.
-            node = self._resolve(self._path(handle.ino))
+            path = self._path(handle.ino)
+            node = self._resolve(path)
             if node.key is None:
                 raise FsError(errno.ENOENT)
-            handle.reader = ObjectReader(self.store, node.key, node.etag, node.stored.size)
+            handle.reader = self._reader(handle.ino, path, node)
         return handle.reader.read(offset, size)
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -930,6 +947,11 @@ class Filesystem:
         return self._key(path) + "/" if path else self._root_key()
 
     def setxattr(self, ino: int, name: str, value: bytes) -> None:
+        if name in POSIX_ACL_XATTRS:
+            # Stored as a plain xattr, an ACL would not change the mode, and cp -a,
+            # which sets modes through the ACL, would leave 0600 everywhere. Refused,
+            # tools fall back to chmod.
+            raise FsError(errno.EOPNOTSUPP)
         self._change_xattrs(ino, lambda xattrs: xattrs.__setitem__(name, value))
 
     def removexattr(self, ino: int, name: str) -> None:

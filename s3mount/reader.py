@@ -4,8 +4,11 @@ ETag seen at open, with a read-ahead window for sequential reads.
 
 from __future__ import annotations
 
+import errno
 import threading
+from collections.abc import Callable
 
+from .errors import FsError
 from .store import Store
 
 # Sequential reads fetch ahead in a window that doubles from the first size to
@@ -15,11 +18,19 @@ READ_AHEAD_MAX = 8 * 1024 * 1024
 
 
 class ObjectReader:
-    def __init__(self, store: Store, key: str, etag: str, size: int) -> None:
+    """``refresh`` gives the object's current (key, etag, size). It is used when the
+    ETag known at open is outdated before any data was read, so that a file that
+    another client replaced is read afresh. Once data was served, a change of the
+    object is ESTALE: never a mix of two versions."""
+
+    def __init__(self, store: Store, key: str, etag: str, size: int,
+                 refresh: Callable[[], tuple[str, str, int]]) -> None:
         self._store = store
         self.key = key
         self.etag = etag
         self.size = size
+        self._refresh = refresh
+        self._served = False
         self._lock = threading.Lock()
         self._buffer_start = 0
         self._buffer = b""
@@ -28,20 +39,30 @@ class ObjectReader:
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
-            if offset >= self.size or size <= 0:
-                return b""
-            end = min(offset + size, self.size)
-            start_in_buffer = offset - self._buffer_start
-            if start_in_buffer >= 0 and end <= self._buffer_start + len(self._buffer):
-                data = self._buffer[start_in_buffer:start_in_buffer + (end - offset)]
+            try:
+                return self._read(offset, size)
+            except FsError as exc:
+                if exc.errno != errno.ESTALE or self._served:
+                    raise
+                self.key, self.etag, self.size = self._refresh()
+                return self._read(offset, size)
+
+    def _read(self, offset: int, size: int) -> bytes:
+        if offset >= self.size or size <= 0:
+            return b""
+        end = min(offset + size, self.size)
+        start_in_buffer = offset - self._buffer_start
+        if start_in_buffer >= 0 and end <= self._buffer_start + len(self._buffer):
+            data = self._buffer[start_in_buffer:start_in_buffer + (end - offset)]
+        else:
+            if offset == self._next_offset:
+                self._window = min(max(self._window * 2, READ_AHEAD_FIRST), READ_AHEAD_MAX)
             else:
-                if offset == self._next_offset:
-                    self._window = min(max(self._window * 2, READ_AHEAD_FIRST), READ_AHEAD_MAX)
-                else:
-                    self._window = 0
-                fetch_end = min(max(end, offset + self._window), self.size)
-                fetched = self._store.get_range(self.key, offset, fetch_end - 1, self.etag)
-                self._buffer_start, self._buffer = offset, fetched
-                data = fetched[: end - offset]
-            self._next_offset = end
-            return data
+                self._window = 0
+            fetch_end = min(max(end, offset + self._window), self.size)
+            fetched = self._store.get_range(self.key, offset, fetch_end - 1, self.etag)
+            self._buffer_start, self._buffer = offset, fetched
+            data = fetched[: end - offset]
+        self._next_offset = end
+        self._served = True
+        return data
