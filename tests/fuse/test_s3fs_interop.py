@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers import READY_TIMEOUT, unmount, wait_until
+from helpers import READY_TIMEOUT, Mount, wait_until
 
 # Eventual visibility through the other mount: both caches expire after 1 s.
 VISIBLE_TIMEOUT = 20.0
@@ -54,23 +54,9 @@ T_HALF = "1999-12-31 23:59:59.5"
 # --- s3fs ------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class S3fsMount:
-    path: Path
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        unmount(self.path)
-        return self.process.wait(timeout=30)
-
-
 @pytest.fixture
 def s3fs_mount(tmp_path: Path, s3_server, passwd_file: Path,
-               daemon_env: dict[str, str]) -> Iterator[Callable[..., S3fsMount]]:
+               daemon_env: dict[str, str]) -> Iterator[Callable[..., Mount]]:
     """Start ``s3fs BUCKET MOUNTPOINT -f`` and wait until it is mounted.
 
     At teardown every s3fs is unmounted and must exit 0.
@@ -80,9 +66,9 @@ def s3fs_mount(tmp_path: Path, s3_server, passwd_file: Path,
         pytest.fail("s3fs is not installed: 'make test' installs it (Debian package s3fs)")
     # s3fs refuses a passwd file with any group or other permission bits.
     assert stat.S_IMODE(passwd_file.stat().st_mode) == 0o600
-    mounts: list[S3fsMount] = []
+    mounts: list[Mount] = []
 
-    def start(bucket: str, *options: str) -> S3fsMount:
+    def start(bucket: str, *options: str) -> Mount:
         path = tmp_path / f"s3fs{len(mounts)}"
         path.mkdir()
         # s3fs 1.90 wants -o nonempty only for a mount point that is not empty.
@@ -93,7 +79,7 @@ def s3fs_mount(tmp_path: Path, s3_server, passwd_file: Path,
             process = subprocess.Popen(
                 [program, bucket, str(path), "-f", "-o", ",".join([*base, *options])],
                 env=daemon_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        result = S3fsMount(path, process, log_path)
+        result = Mount(path, process, log_path)
 
         def mounted() -> bool:
             if process.poll() is not None:
