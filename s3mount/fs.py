@@ -548,7 +548,12 @@ class Filesystem:
             self.on_stale(ino)
             return fresh.key, fresh.etag, fresh.stored.size
 
-        return ObjectReader(self.store, node.key or "", node.etag, node.stored.size, refresh)
+        def latest_etag() -> str | None:
+            with self._handles_lock:
+                return self._opened_etags.get(ino)
+
+        return ObjectReader(self.store, node.key or "", node.etag, node.stored.size, refresh,
+                            latest_etag)
 
     def create(self, parent_ino: int, name: str, mode: int, uid: int,
                gid: int) -> tuple[int, int, Attr]:
@@ -595,10 +600,17 @@ class Filesystem:
         return len(data)
 
     def flush(self, fh: int) -> None:
-        """Upload a changed file (close, fsync); failures are EIO, and the data stays."""
+        """Upload a changed file at close; failures are EIO, and the data stays.
+
+        Closing a read-only descriptor uploads nothing: its writers will.
+        """
         handle: FileHandle = self._handle(fh)
-        if not handle.writable:
-            return
+        if handle.writable:
+            self.fsync(fh)
+
+    def fsync(self, fh: int) -> None:
+        """Upload the file's changes, whichever descriptor they were written through."""
+        handle: FileHandle = self._handle(fh)
         with self._files_lock:
             file = self._files.get(handle.ino)
         if file is not None:

@@ -157,7 +157,7 @@ class FuseOperations(llfuse.Operations):
 
     @handler
     def fsync(self, fh: int, datasync: bool) -> None:
-        self.fs.flush(fh)
+        self.fs.fsync(fh)
 
     @handler
     def release(self, fh: int) -> None:

@@ -18,18 +18,21 @@ READ_AHEAD_MAX = 8 * 1024 * 1024
 
 
 class ObjectReader:
-    """``refresh`` gives the object's current (key, etag, size). It is used when the
-    ETag known at open is outdated before any data was read, so that a file that
-    another client replaced is read afresh. Once data was served, a change of the
-    object is ESTALE: never a mix of two versions."""
+    """``refresh`` gives the object's current (key, etag, size). It is used when
+    this mount itself changed the file (``latest_etag`` says which version it
+    wrote last), and when the ETag known at open is outdated before any data was
+    read, so that a file that another client replaced is read afresh. Once data
+    was served, a change by another client is ESTALE: never a mix of two versions."""
 
     def __init__(self, store: Store, key: str, etag: str, size: int,
-                 refresh: Callable[[], tuple[str, str, int]]) -> None:
+                 refresh: Callable[[], tuple[str, str, int]],
+                 latest_etag: Callable[[], str | None]) -> None:
         self._store = store
         self.key = key
         self.etag = etag
         self.size = size
         self._refresh = refresh
+        self._latest_etag = latest_etag
         self._served = False
         self._lock = threading.Lock()
         self._buffer_start = 0
@@ -39,13 +42,20 @@ class ObjectReader:
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
+            latest = self._latest_etag()
+            if latest is not None and latest != self.etag:
+                self._follow()
             try:
                 return self._read(offset, size)
             except FsError as exc:
                 if exc.errno != errno.ESTALE or self._served:
                     raise
-                self.key, self.etag, self.size = self._refresh()
+                self._follow()
                 return self._read(offset, size)
+
+    def _follow(self) -> None:
+        self.key, self.etag, self.size = self._refresh()
+        self._buffer_start, self._buffer = 0, b""
 
     def _read(self, offset: int, size: int) -> bytes:
         if offset >= self.size or size <= 0:
