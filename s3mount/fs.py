@@ -919,19 +919,21 @@ class Filesystem:
         return self.shown(updated.stored)
 
     def _persist_if_closed(self, file: OpenFile) -> None:
-        """A change to a file nobody has open for writing is stored now.
+        """Store a metadata change now unless it can ride on an upload that is due.
 
-        The kernel sends RELEASE after close() has returned, so a chmod or
-        setxattr can reach a file whose last writer is just going away.
+        Only unsent content of a file still open for writing defers it. The kernel
+        sends RELEASE after close() has returned, so a chmod or setxattr right after
+        close() can find the writer's handle still counted.
         """
         with file.lock:
-            closed = file.handles == 0
-        if closed:
-            self._upload(file)
-            with self._files_lock, file.lock:
-                if file.handles == 0 and not file.dirty:
-                    self._files.pop(file.ino, None)
-                    file.close()
+            deferred = file.handles > 0 and file.data_dirty
+        if deferred:
+            return
+        self._upload(file)
+        with self._files_lock, file.lock:
+            if file.handles == 0 and not file.dirty:
+                self._files.pop(file.ino, None)
+                file.close()
 
     def _store_metadata(self, path: str, node: Node) -> None:
         """Persist a node's attributes and xattrs (a self-copy with REPLACE, as s3fs)."""
