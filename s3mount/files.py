@@ -48,8 +48,11 @@ class OpenFile:
         # A new file must reach the bucket even when nothing is written to it.
         self.data_dirty = original is None
         self.meta_dirty = False
+        # Writable descriptors; guarded by the file table's lock, not by ``lock``,
+        # which an upload holds for long.
         self.handles = 0
         self.unlinked = False
+        self.closed = False
         # Closed in close(), when the file leaves the open-file table.
         self._cache = tempfile.TemporaryFile(dir=cache_dir, prefix="s3mount-")  # noqa: SIM115
         self._fd = self._cache.fileno()
@@ -63,6 +66,8 @@ class OpenFile:
         return self.data_dirty or self.meta_dirty
 
     def close(self) -> None:
+        """Called with ``lock`` held, so no reader is inside read_range."""
+        self.closed = True
         self._cache.close()
 
     def _blocks(self, start: int, end: int) -> range:

@@ -489,12 +489,14 @@ class Filesystem:
 
     # Files: open, read, write, upload
 
-    def _load_file(self, ino: int, path: str) -> OpenFile:
-        """The OpenFile of an inode, made from its node on first use."""
+    def _load_file(self, ino: int, path: str, claim: int) -> OpenFile:
+        """The OpenFile of an inode, made from its node on first use, with ``claim``
+        handles counted in the same step, so a racing release cannot drop it."""
         with self._files_lock:
             file = self._files.get(ino)
-        if file is not None:
-            return file
+            if file is not None:
+                file.handles += claim
+                return file
         # The content is fetched (and later copied) pinned to this ETag, so it must be
         # current: another client may have replaced the object since it was cached.
         self.cache.forget_tree(path)
@@ -510,6 +512,7 @@ class Filesystem:
         with self._files_lock:
             # Another thread may have made one meanwhile; keep the first.
             existing = self._files.setdefault(ino, file)
+            existing.handles += claim
         if existing is not file:
             file.close()
         return existing
@@ -517,9 +520,7 @@ class Filesystem:
     def open(self, ino: int, write: bool) -> int:
         path = self._path(ino)
         if write:
-            file = self._load_file(ino, path)
-            with file.lock:
-                file.handles += 1
+            self._load_file(ino, path, claim=1)
             return self._add_handle(FileHandle(ino, None, True))
         with self._files_lock:
             file = self._files.get(ino)
@@ -579,7 +580,8 @@ class Filesystem:
         if file is not None:
             # Read-your-writes, also through a descriptor opened before the writer's.
             with file.lock:
-                return file.read_range(offset, size)
+                if not file.closed:  # else the last writer's release just dropped it
+                    return file.read_range(offset, size)
         if handle.reader is None:
             # Opened while the file was open for writing; that writer is gone now.
             path = self._path(handle.ino)
@@ -625,7 +627,7 @@ class Filesystem:
             file = self._files.get(handle.ino)
         if file is None:
             return
-        with file.lock:
+        with self._files_lock:
             file.handles -= 1
             last = file.handles == 0
         if not last:
@@ -902,7 +904,7 @@ class Filesystem:
             file = self._files.get(ino)
         temporary = file is None and changes.size is not None
         if temporary:
-            file = self._load_file(ino, self._path(ino))
+            file = self._load_file(ino, self._path(ino), claim=0)
         if file is not None:
             with file.lock:
                 if changes.size is not None:
@@ -925,8 +927,10 @@ class Filesystem:
         sends RELEASE after close() has returned, so a chmod or setxattr right after
         close() can find the writer's handle still counted.
         """
+        with self._files_lock:
+            open_for_writing = file.handles > 0
         with file.lock:
-            deferred = file.handles > 0 and file.data_dirty
+            deferred = open_for_writing and file.data_dirty
         if deferred:
             return
         self._upload(file)
