@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import FsError
 from .files import OpenFile
@@ -451,14 +451,21 @@ class Filesystem:
         else:
             child.file = obj
 
-    def _unlisted_open_files(self, path: str, children: dict[str, ListedChild]) -> None:
-        """New files not uploaded yet are not in the bucket's listing; add them."""
+    def _open_files_below(self, path: str) -> list[tuple[OpenFile, str]]:
+        """Open files (not unlinked) anywhere below directory ``path``, with their paths."""
+        below = path + "/" if path else ""
         with self._files_lock:
             files = list(self._files.values())
+        found = []
         for file in files:
             file_path = self.inodes.path(file.ino)
-            if file.unlinked or file_path is None:
-                continue
+            if not file.unlinked and file_path is not None and file_path.startswith(below):
+                found.append((file, file_path))
+        return found
+
+    def _unlisted_open_files(self, path: str, children: dict[str, ListedChild]) -> None:
+        """New files not uploaded yet are not in the bucket's listing; add them."""
+        for file, file_path in self._open_files_below(path):
             parent, _, name = file_path.rpartition("/")
             if parent == path and name not in children:
                 children[name] = ListedChild(file=ListedObject(file.key, file.size, "", 0))
@@ -786,17 +793,10 @@ class Filesystem:
     def _check_empty(self, path: str) -> None:
         prefix = self._key(path) + "/"
         page = self.store.list_page(prefix, delimiter="", max_keys=2)
-        if any(obj.key != prefix for obj in page.objects):
+        if any(obj.key != prefix for obj in page.objects) or self._open_files_below(path):
             raise FsError(errno.ENOTEMPTY)
-        below = path + "/"
-        with self._files_lock:
-            files = list(self._files.values())
-        for file in files:
-            file_path = self.inodes.path(file.ino)
-            if not file.unlinked and file_path is not None and file_path.startswith(below):
-                raise FsError(errno.ENOTEMPTY)
 
-    def link(self) -> None:
+    def link(self) -> NoReturn:
         # S3 has no hard links; EPERM is what link(2) documents for a filesystem
         # that does not support them (s3fs answers ENOTSUP).
         raise FsError(errno.EPERM)
@@ -856,7 +856,10 @@ class Filesystem:
         self.store.delete(node.key)
 
     def _rename_dir(self, old: str, new: str, node: Node, target: Node | None) -> None:
-        self._flush_tree(old)
+        # The objects that move must hold what open files below have written.
+        open_files = self._open_files_below(old)
+        for file, _ in open_files:
+            self._upload(file)
         source_prefix, target_prefix = self._key(old) + "/", self._key(new) + "/"
         source = list_tree(self.store, source_prefix)
         if target is not None:
@@ -872,18 +875,14 @@ class Filesystem:
             self.store.delete(node.key)
         move_tree(self.store, self.transfer, self._executor, source, source_prefix,
                   target_prefix)
-
-    def _flush_tree(self, path: str) -> None:
-        """Upload open files below a directory before its objects are moved."""
-        below = path + "/"
-        with self._files_lock:
-            files = list(self._files.values())
-        for file in files:
-            file_path = self.inodes.path(file.ino)
-            if file_path is not None and file_path.startswith(below):
-                self._upload(file)
-                with file.lock:
-                    file.key = self._key(file_path)
+        for file, file_path in open_files:
+            key = self._key(new + file_path[len(old):])
+            with file.lock:
+                file.key = key
+                if file.original is not None:
+                    # A multipart copy has another ETag; later part copies need it.
+                    info = self.store.head(key)
+                    file.original = Original(key, info.etag, info.size) if info else None
 
     # Attributes and extended attributes
 

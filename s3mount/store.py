@@ -225,11 +225,11 @@ class Store:
         token = response.get("NextContinuationToken") if response.get("IsTruncated") else None
         return ListPage(objects, prefixes, token)
 
-    def list_all(self, prefix: str) -> Iterator[ListPage]:
-        """Every page of a delimited listing of ``prefix``."""
+    def list_all(self, prefix: str, delimiter: str = "/") -> Iterator[ListPage]:
+        """Every page of a listing of ``prefix`` (delimited by default)."""
         token = None
         while True:
-            page = self.list_page(prefix, token=token)
+            page = self.list_page(prefix, delimiter=delimiter, token=token)
             yield page
             if page.next_token is None:
                 return

@@ -19,14 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def list_tree(store: Store, prefix: str) -> list[ListedObject]:
-    objects: list[ListedObject] = []
-    token = None
-    while True:
-        page = store.list_page(prefix, delimiter="", token=token)
-        objects.extend(page.objects)
-        if page.next_token is None:
-            return objects
-        token = page.next_token
+    return [obj for page in store.list_all(prefix, delimiter="") for obj in page.objects]
 
 
 def is_partial_copy(source: list[ListedObject], target: list[ListedObject], source_prefix: str,

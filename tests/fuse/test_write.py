@@ -407,3 +407,19 @@ def test_write_options_reach_the_bucket(s3, bucket, mount):
                for g in grants)
     fs = os.statvfs(m.path)
     assert fs.f_blocks * fs.f_frsize == 1024**5
+
+
+def test_file_open_during_its_directory_rename_lands_under_the_new_name(s3, bucket, mount):
+    m = mount(bucket)
+    os.mkdir(m.path / "old")
+    fd = os.open(m.path / "old/f", os.O_CREAT | os.O_RDWR)
+    try:
+        os.write(fd, b"first ")
+        os.rename(m.path / "old", m.path / "new")
+        os.write(fd, b"second")
+        assert os.pread(fd, 100, 0) == b"first second"
+    finally:
+        os.close(fd)
+    assert keys(s3, bucket) == ["new/", "new/f"]
+    assert body(s3, bucket, "new/f") == b"first second"
+    assert (m.path / "new/f").read_bytes() == b"first second"
