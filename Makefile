@@ -10,7 +10,7 @@ VENV        ?= .venv
 VENV_PY     := $(VENV)/bin/python
 VENV_STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
-LINT_PATHS  := s3mount tests scripts
+LINT_PATHS  := s3mount tests scripts bench
 
 PREFIX      ?= /usr/local
 BINDIR      ?= $(PREFIX)/bin
@@ -21,11 +21,13 @@ COMMANDS    := s3mount mount.s3mount
 
 # Debian packages, installed only when missing: the libfuse 2 headers and pkg-config
 # (llfuse is built from source), and the programs the tests run: s3fs (the s3fs-fuse
-# interoperability tests), git, rsync and sqlite3 (programs inside a mount), and attr
-# (setfattr/getfattr). system-deps also checks for fusermount (package fuse, or fuse3's
+# interoperability tests), git, rsync and sqlite3 (programs inside a mount), attr
+# (setfattr/getfattr), and mandoc, groff-base and man-db (the man page tests run
+# mandoc -T lint, groff -ww and man -l; the unit file tests' systemd-analyze comes
+# with Debian's systemd). system-deps also checks for fusermount (package fuse, or fuse3's
 # compatible one), a C compiler, and the Python's venv module (python3-venv) and
 # headers (python3-dev).
-APT_PACKAGES   := libfuse-dev pkg-config s3fs git rsync sqlite3 attr
+APT_PACKAGES   := libfuse-dev pkg-config s3fs git rsync sqlite3 attr mandoc groff-base man-db
 APT_GET        := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
 # Debian's python3 needs python3-venv for ensurepip, which `python3 -m venv` uses.
 PY_HAS_VENV    := import ensurepip, venv
@@ -36,7 +38,7 @@ SHELL := /bin/bash
 
 .DEFAULT_GOAL := help
 
-.PHONY: help system-deps venv demo test test-long lint install uninstall clean
+.PHONY: help system-deps venv demo test test-long lint bench install uninstall clean
 
 # --- Targets ---------------------------------------------------------------------
 
@@ -98,6 +100,10 @@ test-long: venv ## Run the long soak and fault tests
 
 lint: venv ## Check the code with ruff
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+
+# BENCH_ARGS passes options on, e.g. BENCH_ARGS="--quick" (see bench/README.md).
+bench: venv ## Benchmark s3mount (and s3fs when installed) on a local S3 server
+	$(VENV_PY) bench/run.py $(BENCH_ARGS)
 
 install: system-deps ## Install for the system under PREFIX (a venv in PREFIX/lib/s3mount)
 	$(PYTHON) -m venv $(LIBDIR)

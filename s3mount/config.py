@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import UsageError
@@ -50,18 +51,28 @@ def split_bucket_argument(argument: str) -> tuple[str, str]:
 
 
 def build_config(arguments: list[str], option_strings: list[str], *, foreground: bool,
-                 debug: bool, single_threaded: bool) -> MountConfig:
-    given = parse_options(option_strings)
+                 debug: bool, single_threaded: bool,
+                 environ: Mapping[str, str] = os.environ) -> MountConfig:
+    """Arguments and -o options win over S3MOUNT_BUCKET, S3MOUNT_MOUNTPOINT and
+    S3MOUNT_OPTIONS, which let containers and systemd units configure a mount."""
+    from_environment = [environ["S3MOUNT_OPTIONS"]] if environ.get("S3MOUNT_OPTIONS") else []
+    given = parse_options(from_environment + option_strings)
     if debug:
         given["dbglevel"] = "debug"
+    if len(arguments) > 2:
+        raise UsageError("expected BUCKET[:/PREFIX] MOUNTPOINT (see s3mount --help)")
     if len(arguments) == 2:
         source, mountpoint = arguments
         if "bucket" in given:
             raise UsageError("the bucket is given twice: as an argument and as -o bucket=")
-    elif len(arguments) == 1 and "bucket" in given:
-        source, mountpoint = given["bucket"], arguments[0]
     else:
-        raise UsageError("expected BUCKET[:/PREFIX] MOUNTPOINT (see s3mount --help)")
+        source = given.get("bucket") or environ.get("S3MOUNT_BUCKET", "")
+        mountpoint = arguments[0] if arguments else environ.get("S3MOUNT_MOUNTPOINT", "")
+        if not source or not mountpoint:
+            missing = "the bucket" if not source else "the mount point"
+            raise UsageError(
+                f"{missing} is missing: expected BUCKET[:/PREFIX] MOUNTPOINT, or the "
+                "environment variables S3MOUNT_BUCKET and S3MOUNT_MOUNTPOINT")
     bucket, prefix = split_bucket_argument(source)
     if os.geteuid() != 0 and (given.get("uid") == 0 or given.get("gid") == 0):
         raise UsageError("only root can use uid=0 or gid=0")

@@ -17,9 +17,10 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn
 
+from .dir_times import DirTimeUpdates
 from .errors import FsError
 from .files import OpenFile
 from .inodes import ROOT_INODE, InodeTable
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 SYMLINK_MAX = 4095
 MAX_WARNED = 10_000
 SYMLINK_CONTENT_TYPE = "application/octet-stream"
+# Entries of one listing whose attributes are fetched ahead of the lookups.
+PREFETCH_LIMIT = 5000
 POSIX_ACL_XATTRS = frozenset({"system.posix_acl_access", "system.posix_acl_default"})
 
 
@@ -66,6 +69,7 @@ class FsSettings:
     compat_dir: bool = True
     max_thread_count: int = 10
     cache_dir: str = "/tmp"
+    update_parent_dir_stat: bool = True
     default_uid: int = dataclasses.field(default_factory=os.geteuid)
     default_gid: int = dataclasses.field(default_factory=os.getegid)
 
@@ -138,6 +142,11 @@ class Filesystem:
         self._mount_time_ns = clock()
         self._executor = ThreadPoolExecutor(settings.max_thread_count,
                                             thread_name_prefix="s3mount-io")
+        # Attribute lookups started by a directory listing, by path.
+        self._prefetcher = ThreadPoolExecutor(settings.max_thread_count,
+                                              thread_name_prefix="s3mount-prefetch")
+        self._prefetches: dict[str, Future[tuple[Node | None, int]]] = {}
+        self._prefetches_lock = threading.Lock()
         self._handles: dict[int, Any] = {}
         self._handles_lock = threading.Lock()
         self._handle_numbers = itertools.count(1)
@@ -149,6 +158,8 @@ class Filesystem:
         self._opened_etags: dict[int, str] = {}
         self.on_stale: Callable[[int], None] = lambda ino: None
         self._warned: set[str] = set()
+        self._dir_times = (DirTimeUpdates(self._persist_dir_times)
+                           if settings.update_parent_dir_stat else None)
 
     def close(self) -> list[str]:
         """Upload what is still dirty; return the keys that could not be uploaded."""
@@ -160,6 +171,9 @@ class Filesystem:
                 self._upload(file)
             except FsError:
                 failed.append(file.key)
+        if self._dir_times is not None:
+            self._dir_times.close()
+        self._prefetcher.shutdown(wait=False, cancel_futures=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.transfer.close()
         return failed
@@ -275,20 +289,62 @@ class Filesystem:
             return node
         if self.cache.is_missing(path):
             raise FsError(errno.ENOENT)
-        if path == "":
-            node = self._root_node()
-        else:
-            parent, _, name = path.rpartition("/")
-            listing = self.cache.listing(parent)
-            if listing is not None:
-                node = self._resolve_listed(path, listing.get(name))
+        since = self.cache.changes
+        found, node = self._prefetched(path)
+        if not found:
+            if path == "":
+                node = self._root_node()
             else:
-                node = self._probe(path)
+                parent, _, name = path.rpartition("/")
+                listing = self.cache.listing(parent)
+                if listing is not None:
+                    node = self._resolve_listed(path, listing.get(name))
+                else:
+                    node = self._probe(path)
+        self.cache.put_fetched(path, node, since)
         if node is None:
-            self.cache.put_missing(path)
             raise FsError(errno.ENOENT)
-        self.cache.put(path, node)
         return node
+
+    def _prefetched(self, path: str) -> tuple[bool, Node | None]:
+        """(True, result) of a prefetch of ``path`` that is running or just ran, if
+        no change of ours came after it started; else (False, None)."""
+        with self._prefetches_lock:
+            future = self._prefetches.get(path)
+        if future is None:
+            return False, None
+        try:
+            node, since = future.result()
+        except Exception:
+            return False, None  # the caller's own request will report the error
+        return (True, node) if since == self.cache.changes else (False, None)
+
+    def _start_prefetches(self, path: str, children: Mapping[str, ListedChild]) -> None:
+        """Look up the attributes of a listed directory's entries in parallel, so
+        that the lookups of `ls -l` find them ready (one LIST + one HEAD each)."""
+        started = 0
+        for name, child in sorted(children.items()):
+            if started >= PREFETCH_LIMIT:
+                break
+            child_path = f"{path}/{name}" if path else name
+            if self.cache.get(child_path) is not None or self.cache.is_missing(child_path):
+                continue
+            with self._prefetches_lock:
+                if child_path in self._prefetches:
+                    continue
+                self._prefetches[child_path] = self._prefetcher.submit(
+                    self._prefetch, child_path, child)
+            started += 1
+
+    def _prefetch(self, path: str, child: ListedChild) -> tuple[Node | None, int]:
+        since = self.cache.changes
+        try:
+            node = self._resolve_listed(path, child)
+            self.cache.put_fetched(path, node, since)
+            return node, since
+        finally:
+            with self._prefetches_lock:
+                self._prefetches.pop(path, None)
 
     def _exists(self, path: str) -> Node | None:
         try:
@@ -472,9 +528,12 @@ class Filesystem:
 
     def opendir(self, ino: int) -> int:
         path = self._path(ino)
-        children = self._list_children(path)
-        self._unlisted_open_files(path, children)
-        self.cache.put_listing(path, children)
+        children = self.cache.listing_copy(path)
+        if children is None:
+            children = self._list_children(path)
+            self._unlisted_open_files(path, children)
+            self.cache.put_listing(path, dict(children))
+        self._start_prefetches(path, children)
         entries = [DirEntry(".", ino, None),
                    DirEntry("..", self.inodes.number(path.rpartition("/")[0], counted=False)
                             if path else ROOT_INODE, None)]
@@ -703,6 +762,8 @@ class Filesystem:
 
     def _removed(self, path: str) -> None:
         parent, _, name = path.rpartition("/")
+        if self._dir_times is not None:
+            self._dir_times.discard_tree(path)
         self.inodes.detach(path)
         self.cache.forget_tree(path)
         self.cache.put_missing(path)
@@ -710,13 +771,22 @@ class Filesystem:
         self._parent_changed(parent)
 
     def _parent_changed(self, parent: str) -> None:
-        # Shown until the cache expires; persisted only with the next metadata change
-        # of the directory itself (s3fs persists neither by default).
+        now = self._clock()
         node = self.cache.get(parent)
         if node is not None:
-            now = self._clock()
             self.cache.put(parent, dataclasses.replace(
                 node, stored=dataclasses.replace(node.stored, mtime_ns=now, ctime_ns=now)))
+        if self._dir_times is not None:
+            self._dir_times.touch(parent, now)
+
+    def _persist_dir_times(self, path: str, time_ns: int) -> None:
+        """Store a directory's new mtime and ctime in its marker (see dir_times)."""
+        node = self._exists(path)
+        if node is None or not node.is_dir or node.key != self._dir_marker(path):
+            return  # gone, or implicit: storing its times would need a new marker
+        stored = dataclasses.replace(node.stored, mtime_ns=max(time_ns, node.stored.mtime_ns),
+                                     ctime_ns=max(time_ns, node.stored.ctime_ns))
+        self._store_metadata(path, dataclasses.replace(node, stored=stored))
 
     def _put_new(self, path: str, key: str, body: bytes, attr: Attr, content_type: str,
                  child: ListedChild) -> int:
@@ -733,6 +803,9 @@ class Filesystem:
         attr = self._new_attr(stat.S_IFDIR | (mode & 0o7777), uid, gid)
         ino = self._put_new(path, self._key(path) + "/", b"", attr, DIR_CONTENT_TYPE,
                             ListedChild(is_dir=True))
+        # Nothing was below it a moment ago: lookups of new names in it (tar,
+        # cp -r, a build) need not ask the bucket while this listing lasts.
+        self.cache.put_listing(path, {})
         return ino, self.shown(attr)
 
     def symlink(self, parent_ino: int, name: str, target: bytes, uid: int,
@@ -818,6 +891,8 @@ class Filesystem:
             if target is not None and target.is_dir:
                 raise FsError(errno.EISDIR)
             self._rename_file(old, new, node)
+        if self._dir_times is not None:
+            self._dir_times.discard_tree(old)
         # Also drops the negative entry the kernel's lookup of the new name left.
         self.cache.forget_tree(new)
         self.inodes.move(old, new)
@@ -944,6 +1019,10 @@ class Filesystem:
         if metadata_size(metadata) > MAX_METADATA_BYTES:
             raise FsError(errno.E2BIG, "metadata larger than S3 allows")
         if node.is_dir:
+            if self._dir_times is not None:
+                # These attributes include the latest times; and a pending update
+                # must not overwrite an mtime set on purpose (tar sets it last).
+                self._dir_times.discard(path)
             key = self._dir_marker(path)
             if node.key != key:
                 # Implicit or old-style directory: s3fs replaces it with a "dir/" marker.

@@ -4,7 +4,8 @@ No filesystem logic lives here. Every handler releases llfuse's global lock
 before calling the core (which does network and disk I/O and has its own
 locks), and every error becomes a FUSEError: FsError keeps its errno,
 anything else is logged with its traceback and becomes EIO, so no handler
-can stop the FUSE main loop.
+can stop the FUSE main loop by accident; request_stop() makes the next
+request stop it on purpose.
 """
 
 from __future__ import annotations
@@ -37,14 +38,21 @@ def _name(raw: bytes) -> str:
     return os.fsdecode(raw)
 
 
+class StopRequested(BaseException):
+    """Ends llfuse's main loop: an exception from a handler is the only way out
+    that Python code has (llfuse then re-raises it from main())."""
+
+
 def handler(method: F) -> F:
     """Run with the global lock released; map every failure to an errno."""
 
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: FuseOperations, *args: Any, **kwargs: Any) -> Any:
+        if self.stop_requested:
+            raise StopRequested
         try:
             with llfuse.lock_released:
-                return method(*args, **kwargs)
+                return method(self, *args, **kwargs)
         except FsError as exc:
             if exc.errno == errno.EIO:
                 log.error("%s failed: %s", method.__name__, exc.detail or "I/O error")
@@ -67,6 +75,11 @@ class FuseOperations(llfuse.Operations):
         self.attr_timeout = attr_timeout
         self.blocks = -(-bucket_size // STATFS_BLOCK) if bucket_size else STATFS_BLOCKS
         self._on_ready = on_ready
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Make the next request end the main loop (see StopRequested)."""
+        self.stop_requested = True
 
     def init(self) -> None:
         # Runs when the kernel's INIT arrives: the mount is usable from here on.

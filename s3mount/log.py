@@ -58,12 +58,28 @@ class RedactingFilter(logging.Filter):
 redactor = RedactingFilter()
 
 
-def setup_logging(level: str, *, to_stderr: bool) -> None:
+class ReopenableFileHandler(logging.FileHandler):
+    """A log file that logrotate can move away: reopen() (on SIGHUP) starts a new one."""
+
+    def reopen(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self.stream:
+                self.stream.close()
+            self.stream = self._open()
+
+
+def setup_logging(level: str, *, to_stderr: bool, logfile: str | None = None) -> None:
+    """Send records to ``logfile`` if given, else stderr (foreground) or syslog."""
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    if to_stderr:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        old.close()
+    if logfile:
+        handler: logging.Handler = ReopenableFileHandler(logfile, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s s3mount[{os.getpid()}] %(levelname)s %(name)s: %(message)s"))
+    elif to_stderr:
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
@@ -78,3 +94,9 @@ def setup_logging(level: str, *, to_stderr: bool) -> None:
         # botocore and urllib3 are chatty at INFO; keep them for debug runs.
         for noisy in ("botocore", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def reopen_log_files() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ReopenableFileHandler):
+            handler.reopen()

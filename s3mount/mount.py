@@ -4,24 +4,26 @@ detaching after the mount is usable, and a clean exit.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import shutil
-import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 
 import llfuse
 
 from .config import MountConfig
 from .credentials import resolve_credentials
+from .daemon import SignalThread, detach, notify_systemd
 from .errors import S3mountError
 from .fs import Filesystem, FsSettings
-from .fuse_ops import FuseOperations
-from .log import redactor, setup_logging
+from .fuse_ops import FuseOperations, StopRequested
+from .log import redactor, reopen_log_files, setup_logging
 from .mime import MimeTypes
-from .store import Store, StoreSettings, default_region, verify_setting, wants_path_style
+from .store import SseC, Store, StoreSettings, default_region, verify_setting, wants_path_style
 from .transfer import MiB, Transfer, TransferSettings
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,27 @@ def check_mountpoint(path: str, nonempty: bool) -> None:
             f"mount point {path} is not empty: use an empty directory or -o nonempty")
 
 
+def check_allow_other(settings: object, fuse_conf: str = "/etc/fuse.conf") -> None:
+    """fusermount refuses allow_other/allow_root to users unless fuse.conf allows it."""
+    wanted = [name for name in ("allow_other", "allow_root") if getattr(settings, name)]
+    if not wanted or os.geteuid() == 0:
+        return
+    try:
+        with open(fuse_conf, encoding="utf-8", errors="replace") as f:
+            allowed = any(line.strip() == "user_allow_other" for line in f)
+    except OSError:
+        allowed = False
+    if not allowed:
+        raise S3mountError(
+            f"{wanted[0]} needs the line 'user_allow_other' in {fuse_conf} when a user who is "
+            "not root mounts: ask root to add it, or mount without it")
+
+
 def store_settings(config: MountConfig, environ: Mapping[str, str]) -> StoreSettings:
     s = config.settings
+    sse_c = SseC.from_options(s.use_sse, s.load_sse_c, environ)
+    if sse_c is not None:
+        redactor.add_secrets(sse_c.secrets())
     return StoreSettings(
         bucket=config.bucket,
         url=s.url,
@@ -72,6 +93,8 @@ def store_settings(config: MountConfig, environ: Mapping[str, str]) -> StoreSett
         list_max_keys=min(1000, s.list_object_max_keys),
         write_extras=write_extras(config),
         only_instance_role=bool(s.iam_role),
+        sse_c=sse_c,
+        requester_pays=s.requester_pays,
     )
 
 
@@ -84,6 +107,8 @@ def write_extras(config: MountConfig) -> dict[str, str]:
         extras["StorageClass"] = s.storage_class.upper()
     if s.use_sse == "1":
         extras["ServerSideEncryption"] = "AES256"
+    elif s.use_sse and s.use_sse.partition(":")[0] == "custom":
+        pass  # SSE-C: the Store adds the key to every request (StoreSettings.sse_c)
     elif s.use_sse:
         extras["ServerSideEncryption"] = "aws:kms"
         key_id = s.use_sse.partition(":")[2] or os.environ.get("AWSSSEKMSID")
@@ -141,6 +166,7 @@ def fs_settings(config: MountConfig, cache_dir: str) -> FsSettings:
         compat_dir=s.compat_dir,
         max_thread_count=s.max_thread_count,
         cache_dir=cache_dir,
+        update_parent_dir_stat=s.update_parent_dir_stat,
     )
 
 
@@ -167,6 +193,7 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
     """Everything that can fail with a user error, done before mounting."""
     s = config.settings
     check_mountpoint(config.mountpoint, s.nonempty)
+    check_allow_other(s)
     credentials = None
     if not s.public_bucket and not s.iam_role:
         credentials = resolve_credentials(
@@ -187,32 +214,43 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
                       Transfer(store, transfer_settings(config)), mime)
 
 
-def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None] | None) -> int:
-    """Mount, run the FUSE loop until unmount or a signal, and clean up."""
+def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None]) -> int:
+    """Mount, run the FUSE loop until unmount or a stop signal, and clean up."""
     ops = FuseOperations(fs, attr_timeout=kernel_timeout(config.settings.stat_cache_expire),
                          bucket_size=config.settings.bucket_size, on_ready=on_ready)
-    try:
-        llfuse.init(ops, config.mountpoint, fuse_options(config))
-    except RuntimeError as exc:
-        raise S3mountError(
-            f"cannot mount at {config.mountpoint} ({exc}; see the line from fuse above): is "
-            "/dev/fuse available? (in a container: --device /dev/fuse --cap-add SYS_ADMIN)"
-        ) from None
-    log.info("mounted %s at %s", config.source, config.mountpoint)
+    loop_ended = threading.Event()
     workers = 1 if config.single_threaded else max(2, config.settings.max_thread_count)
-    status = 0
-    try:
-        signal_number = llfuse.main(workers=workers)
-        if signal_number is not None:
-            log.info("received signal %d, unmounting", signal_number)
-    except Exception:
-        log.exception("the FUSE loop failed")
-        status = 1
-    finally:
-        failed = fs.close()
-        llfuse.close(unmount=True)
-        if not config.settings.use_cache:
-            shutil.rmtree(fs.settings.cache_dir, ignore_errors=True)
+    signals = SignalThread(
+        on_stop=lambda _signum: _stop_serving(ops, config.mountpoint, loop_ended, workers),
+        on_reload=reopen_log_files)
+    with signals.installed():
+        try:
+            llfuse.init(ops, config.mountpoint, fuse_options(config))
+        except RuntimeError as exc:
+            if os.path.exists("/dev/fuse") and not os.access("/dev/fuse", os.R_OK | os.W_OK):
+                raise S3mountError(
+                    f"cannot mount at {config.mountpoint}: this user may not open /dev/fuse; "
+                    "ask root to make it usable (mode 0666 is the usual default)") from None
+            raise S3mountError(
+                f"cannot mount at {config.mountpoint} ({exc}; see the line from fuse above): "
+                "is /dev/fuse available? (in a container: --device /dev/fuse --cap-add "
+                "SYS_ADMIN)") from None
+        log.info("mounted %s at %s", config.source, config.mountpoint)
+        status = 0
+        try:
+            llfuse.main(workers=workers, handle_signals=False)
+        except StopRequested:
+            pass
+        except Exception:
+            log.exception("the FUSE loop failed")
+            status = 1
+        finally:
+            loop_ended.set()
+            notify_systemd("STOPPING=1")
+            failed = fs.close()
+            llfuse.close(unmount=True)
+            if not config.settings.use_cache:
+                shutil.rmtree(fs.settings.cache_dir, ignore_errors=True)
     if failed:
         log.error("could not upload %d changed files: %s", len(failed), ", ".join(failed))
         status = 1
@@ -220,51 +258,53 @@ def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None] | No
     return status
 
 
+def _stop_serving(ops: FuseOperations, mountpoint: str, loop_ended: threading.Event,
+                  workers: int) -> None:
+    ops.request_stop()
+    # Every request now ends the worker that takes it. Make requests rather than
+    # wait for them (the kernel never caches extended attributes, so each one
+    # reaches the daemon). One is not always enough: llfuse wakes idle workers
+    # with a signal that a worker can miss, and a worker that reads a request
+    # after the loop has ended drops it unanswered. So each poke runs in a
+    # thread of its own (a dropped one returns when the mount goes away), and
+    # they go on until the loop has ended.
+    for _ in range(2 * workers + 2):
+        if loop_ended.is_set():
+            return
+        threading.Thread(target=_poke, args=(mountpoint,), name="s3mount-stop",
+                         daemon=True).start()
+        loop_ended.wait(0.05)
+
+
+def _poke(mountpoint: str) -> None:
+    with contextlib.suppress(OSError):
+        os.getxattr(mountpoint, "user.s3mount.stop")
+
+
 def run(config: MountConfig) -> int:
     """Mount in the foreground, or detach once the mount is usable."""
-    setup_logging(config.settings.dbglevel, to_stderr=True)
+    s = config.settings
+    start_logging(config, to_stderr=True)
     fs = prepare(config)
     if config.foreground:
-        return serve(config, fs, on_ready=None)
-    return _detach_and_serve(config, fs)
+        return serve(config, fs, on_ready=lambda: notify_systemd("READY=1"))
+
+    def serve_detached(ready: Callable[[], None]) -> int:
+        def on_ready() -> None:
+            notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
+            ready()
+
+        return serve(config, fs, on_ready)
+
+    return detach(serve_detached,
+                  after_fork=lambda: setup_logging(s.dbglevel, to_stderr=False,
+                                                   logfile=s.logfile))
 
 
-def _detach_and_serve(config: MountConfig, fs: Filesystem) -> int:
-    """Fork; the parent exits only once the child reports the mount usable or failed."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as pipe:
-            report = pipe.read().decode("utf-8", "replace").strip()
-        if report == "ready":
-            return 0
-        if report:
-            print(f"s3mount: {report}", file=sys.stderr)
-        else:
-            print("s3mount: the mount process ended before the mount was ready; see syslog",
-                  file=sys.stderr)
-        return 1
-
-    os.close(read_end)
-    os.setsid()
-    os.chdir("/")
-    setup_logging(config.settings.dbglevel, to_stderr=False)
-
-    def ready() -> None:
-        os.write(write_end, b"ready\n")
-        os.close(write_end)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
-
+def start_logging(config: MountConfig, *, to_stderr: bool) -> None:
+    s = config.settings
     try:
-        status = serve(config, fs, on_ready=ready)
-    except S3mountError as exc:
-        os.write(write_end, exc.message.encode())
-        os._exit(exc.exit_code)
-    except BaseException:
-        log.exception("the mount process failed")
-        os._exit(1)
-    os._exit(status)
+        setup_logging(s.dbglevel, to_stderr=to_stderr, logfile=s.logfile)
+    except OSError as exc:
+        raise S3mountError(f"cannot open the log file {s.logfile}: {exc.strerror}; check "
+                           "-o logfile=") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import grp
 import math
+import os
 import pwd
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -123,6 +124,11 @@ def _string(value: str) -> str:
     return value
 
 
+def _absolute_path(value: str) -> str:
+    # The daemon changes its directory to / when it detaches.
+    return os.path.abspath(_string(value))
+
+
 def _url(value: str) -> str:
     parts = urlsplit(value)
     try:
@@ -156,13 +162,21 @@ def _byte_size(value: str) -> int:
 
 
 def _sse(value: str) -> str:
-    """s3fs's use_sse: 1 (SSE-S3) or kmsid[:ID] / k[:ID] (SSE-KMS)."""
+    """s3fs's use_sse: 1 (SSE-S3), kmsid[:ID] / k[:ID] (SSE-KMS), or custom[:FILE] /
+    c[:FILE] / FILE (SSE-C), the last three returned as custom or custom:FILE."""
     lowered = value.lower()
     if lowered in ("1", "kmsid", "k") or lowered.startswith(("kmsid:", "k:")):
         return value
-    if lowered in ("custom", "c") or lowered.startswith(("custom:", "c:")) or "/" in value:
-        raise ValueError("SSE-C (customer keys) is not yet supported; use 1 or kmsid[:ID]")
-    raise ValueError("expected 1 (SSE-S3) or kmsid[:KEY_ID] (SSE-KMS)")
+    if lowered in ("custom", "c"):
+        return "custom"
+    if lowered.startswith(("custom:", "c:")):
+        path = value.partition(":")[2]
+        if not path:
+            raise ValueError("expected custom:FILE, the file of SSE-C keys")
+        return "custom:" + path
+    if "/" in value:  # s3fs's old form: use_sse=FILE
+        return "custom:" + value
+    raise ValueError("expected 1 (SSE-S3), kmsid[:KEY_ID] (SSE-KMS) or custom[:FILE] (SSE-C)")
 
 
 def _iam_role(value: str) -> bool:
@@ -301,7 +315,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("sigv2", None, False, ENDPOINT, _U, note="only SigV4 signing is supported"),
     Option("listobjectsv2", None, True, ENDPOINT, _I,
            help="Accepted; s3mount always lists with ListObjectsV2."),
-    Option("requester_pays", None, False, ENDPOINT, _P),
+    Option("requester_pays", None, False, ENDPOINT,
+           help="Send 'x-amz-request-payer: requester' with every request, for Requester "
+                "Pays buckets: the requests and transfers are billed to you."),
     Option("servicepath", _string, None, ENDPOINT, _P),
     Option("ssl_verify_hostname", _string, None, ENDPOINT, _U,
            note="use no_check_certificate or ca_bundle"),
@@ -394,11 +410,17 @@ OPTIONS: tuple[Option, ...] = (
            metavar="CLASS",
            help="Storage class of new objects: " + ", ".join(_STORAGE_CLASSES) + " (use_rrs "
                 "means reduced_redundancy)."),
-    Option("use_sse", _sse, None, UPLOAD, bare_value="1", metavar="1|kmsid[:ID]",
-           help="Server-side encryption of new objects: 1 for SSE-S3, kmsid:ID (or k:ID) for "
-                "SSE-KMS; without an ID, $AWSSSEKMSID or the bucket's default key. SSE-C is "
-                "not yet supported."),
-    Option("load_sse_c", _string, None, UPLOAD, _P),
+    Option("use_sse", _sse, None, UPLOAD, bare_value="1", metavar="1|kmsid[:ID]|custom[:FILE]",
+           help="Server-side encryption of new objects: 1 for SSE-S3; kmsid:ID (or k:ID) for "
+                "SSE-KMS, without an ID $AWSSSEKMSID or the bucket's default key; custom:FILE "
+                "(or c:FILE) for SSE-C with customer keys, one a line: the first encrypts, all "
+                "decrypt. custom alone takes the keys from load_sse_c, else $AWSSSECKEYS "
+                "(keys separated by ':'). A key is 32 characters, or 32 bytes in base64; the "
+                "file must not be accessible by group or others (chmod 600)."),
+    Option("load_sse_c", _string, None, UPLOAD, metavar="FILE",
+           help="SSE-C keys (same file format as use_sse=custom:FILE) to read objects "
+                "encrypted with them. New objects are encrypted only with use_sse=custom; "
+                "without use_sse, copies (chmod, rename) keep an object's SSE-C key."),
     Option("enable_content_md5", None, False, UPLOAD, _P, note=_WRITES),
     Option("enable_unsigned_payload", None, False, UPLOAD, _P, note=_WRITES),
     Option("ahbe_conf", _string, None, UPLOAD, _P, note=_WRITES),
@@ -432,7 +454,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_xattr", None, True, COMPAT, _I,
            help="Accepted; extended attributes in x-amz-meta-xattr are always readable."),
     Option("use_wtf8", None, False, COMPAT, _P),
-    Option("update_parent_dir_stat", None, False, COMPAT, _P, note=_WRITES),
+    Option("update_parent_dir_stat", None, True, COMPAT,
+           help="Store a directory's new mtime/ctime in its marker when entries are added "
+                "or removed, coalesced to one request per directory every few seconds "
+                "(default on; s3fs: off). =0 keeps the times in memory only."),
     Option("bucket_size", _byte_size, None, COMPAT, metavar="SIZE",
            help="Size that df reports, e.g. 1PiB (default: about 256 TiB, like s3fs)."),
     Option("instance_name", _string, None, COMPAT, _P),
@@ -440,7 +465,9 @@ OPTIONS: tuple[Option, ...] = (
     # Logging
     Option("dbglevel", _log_level, "warning", LOGGING, aliases=("f2",),
            metavar="LEVEL", help="Log level: crit, err, warn, info or debug (s3fs: crit)."),
-    Option("logfile", _string, None, LOGGING, _P, metavar="FILE"),
+    Option("logfile", _absolute_path, None, LOGGING, metavar="FILE",
+           help="Log to FILE instead of syslog (detached) or stderr (-f); reopened on "
+                "SIGHUP, for logrotate."),
     Option("curldbg", _string, None, LOGGING, _U, note="use dbglevel=debug"),
     Option("insecure_logging", None, False, LOGGING, _U, note="secrets are never logged"),
     Option("no_time_stamp_msg", None, False, LOGGING, _P),

@@ -5,6 +5,7 @@ use from several threads.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,13 @@ class _Bounded(Generic[T]):
             return None
         with self._lock:
             return self._cache.get(key)
+
+    def get_copy(self, key: str) -> T | None:
+        if self._cache is None:
+            return None
+        with self._lock:
+            value = self._cache.get(key)
+            return copy.copy(value) if value is not None else None
 
     def put(self, key: str, value: T) -> None:
         if self._cache is None:
@@ -72,29 +80,64 @@ class StatCache(Generic[T]):
         self._entries: _Bounded[T] = _Bounded(max_entries, ttl, timer)
         self._missing: _Bounded[bool] = _Bounded(max_entries if negative else 0, ttl, timer)
         self._listings: _Bounded[dict] = _Bounded(MAX_LISTINGS, ttl, timer)
+        # Counts our own changes, so that what a request fetched before a change
+        # is not cached after it (see put_fetched).
+        self._changes = 0
+        self._changes_lock = threading.Lock()
+
+    @property
+    def changes(self) -> int:
+        return self._changes
+
+    def _changing(self) -> None:
+        with self._changes_lock:
+            self._changes += 1
 
     def get(self, path: str) -> T | None:
         return self._entries.get(path)
 
     def put(self, path: str, entry: T) -> None:
+        """Cache what our own change made of ``path``."""
+        self._changing()
         self._missing.pop(path)
         self._entries.put(path, entry)
+
+    def put_fetched(self, path: str, entry: T | None, since: int) -> bool:
+        """Cache what a request found (None: nothing), unless one of our own
+        changes happened since ``since`` (the value of ``changes`` before the request)."""
+        with self._changes_lock:
+            if since != self._changes:
+                return False
+            if entry is None:
+                self._entries.pop(path)
+                self._missing.put(path, True)
+            else:
+                self._missing.pop(path)
+                self._entries.put(path, entry)
+            return True
 
     def is_missing(self, path: str) -> bool:
         return bool(self._missing.get(path))
 
     def put_missing(self, path: str) -> None:
+        self._changing()
         self._entries.pop(path)
         self._missing.put(path, True)
 
     def listing(self, path: str) -> dict | None:
         return self._listings.get(path)
 
+    def listing_copy(self, path: str) -> dict | None:
+        """A copy that our own later changes do not alter (for directory handles)."""
+        return self._listings.get_copy(path)
+
     def put_listing(self, path: str, children: dict) -> None:
         self._listings.put(path, children)
 
     def listing_set(self, directory: str, name: str, child: object | None) -> None:
         """Keep a cached listing true after our own change (None: the name is gone)."""
+        self._changing()
+
         def change(children: dict) -> None:
             if child is None:
                 children.pop(name, None)
@@ -105,5 +148,6 @@ class StatCache(Generic[T]):
 
     def forget_tree(self, path: str) -> None:
         """Everything cached at or below ``path`` (after a directory rename or removal)."""
+        self._changing()
         for cache in (self._entries, self._missing, self._listings):
             cache.pop_tree(path)

@@ -2,8 +2,14 @@
 
 One botocore client is created before the FUSE loop starts and shared by all
 worker threads (botocore clients are thread-safe). Every call goes through
-``_call``, which counts requests and turns botocore errors into FsError with
-the errno from errors.S3_ERRNO.
+``_call``, which counts requests and turns botocore errors into S3Error (an
+FsError with the errno from errors.S3_ERRNO).
+
+SSE-C (customer-provided keys): ``SseC`` decides the SSE-C parameters of every
+request, and the Store remembers which key each object it saw or wrote needs,
+by the key's MD5 that S3 reports on HEAD. An object it does not know yet is
+asked for with a HEAD: without SSE-C parameters and with each key in turn, as
+s3fs does.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import hashlib
 import ipaddress
 import logging
 import os
+import stat
 import threading
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +48,189 @@ from .errors import CredentialsError, FsError, S3mountError, errno_for_s3_code
 log = logging.getLogger(__name__)
 
 
+class S3Error(FsError):
+    """An error answer of S3 to one request: the errno, and S3's error code."""
+
+    def __init__(self, errno_value: int, detail: str, code: str) -> None:
+        super().__init__(errno_value, detail)
+        self.code = code
+
+
+SSE_C_ALGORITHM = "AES256"
+SSE_C_KEY_BYTES = 32
+# How S3 refuses an SSE-C request whose key does not fit the object: 400 for
+# missing or unexpected SSE-C parameters, 403 for a wrong key (HEAD answers carry
+# no body, so only the status is known).
+_SSE_C_REFUSALS = frozenset({"400", "403", "BadRequest", "InvalidRequest", "InvalidArgument",
+                             "AccessDenied", "Forbidden"})
+# Objects whose SSE-C state this mount remembers (the rest cost a HEAD on first use).
+_SSE_C_REMEMBERED = 20_000
+
+
+def sse_c_key_md5(key: bytes) -> str:
+    """The key's MD5, base64, as in x-amz-server-side-encryption-customer-key-MD5."""
+    return base64.b64encode(hashlib.md5(key, usedforsecurity=False).digest()).decode()
+
+
+def decode_sse_c_key(text: bytes) -> bytes:
+    """One key as s3fs reads it: 32 characters are the raw key; a longer text is
+    the key in base64 (which must give 32 bytes). Raises ValueError, never
+    showing the key."""
+    if len(text) == SSE_C_KEY_BYTES:
+        return text
+    if len(text) < SSE_C_KEY_BYTES:
+        raise ValueError(f"the key is too short ({len(text)} characters): an SSE-C key is "
+                         "32 characters, or 32 bytes in base64 (44 characters)")
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ValueError(f"the key ({len(text)} characters) is longer than 32 characters "
+                         "but not base64") from None
+    if len(key) != SSE_C_KEY_BYTES:
+        raise ValueError(f"the key decodes from base64 to {len(key)} bytes, not 32")
+    return key
+
+
+class SseC:
+    """Customer-provided encryption keys (SSE-C) and the one place that decides
+    the SSE-C parameters of each request.
+
+    Every key decrypts; an object's key is chosen by the MD5 that S3 reports for
+    it. With ``encrypt`` (use_sse=custom) the first key encrypts new objects.
+    Without it (load_sse_c alone), new content is written without SSE-C, but a
+    server-side copy (chmod, rename, ...) of an SSE-C object keeps its key when
+    ``keep_on_copy``, so that a metadata change never decrypts an object. The raw
+    keys go to botocore, which sends them base64-encoded with their MD5.
+    """
+
+    def __init__(self, keys: Sequence[bytes], *, encrypt: bool, keep_on_copy: bool = True) -> None:
+        if not keys:
+            raise ValueError("SSE-C needs at least one key")
+        self._keys: dict[str, bytes] = {}
+        for key in keys:
+            if len(key) != SSE_C_KEY_BYTES:
+                raise ValueError("an SSE-C key is 32 bytes")
+            self._keys.setdefault(sse_c_key_md5(key), key)
+        self.encrypt = encrypt
+        self.keep_on_copy = keep_on_copy and not encrypt
+        self.write_md5: str | None = next(iter(self._keys)) if encrypt else None
+
+    def __repr__(self) -> str:
+        return f"SseC({len(self._keys)} keys, encrypt={self.encrypt})"
+
+    @property
+    def md5s(self) -> list[str]:
+        """The keys' MD5s, in the order the keys were given."""
+        return list(self._keys)
+
+    def secrets(self) -> list[str]:
+        """Every form a key can take in a log line: base64, and the text of a raw key."""
+        forms = []
+        for key in self._keys.values():
+            forms.append(base64.b64encode(key).decode())
+            forms.append(key.decode("latin-1"))
+            forms.append(repr(key)[2:-1])
+        return forms
+
+    def for_write(self) -> dict[str, Any]:
+        """Parameters of a request that creates an object (or a part of one)."""
+        return self._params("SSECustomer", self.write_md5)
+
+    def for_read(self, md5: str | None) -> dict[str, Any]:
+        """Parameters to read an object encrypted with the key ``md5`` (None: no SSE-C)."""
+        return self._params("SSECustomer", md5)
+
+    def for_copy_source(self, md5: str | None) -> dict[str, Any]:
+        return self._params("CopySourceSSECustomer", md5)
+
+    def for_copy_destination(self, source_md5: str | None) -> dict[str, Any]:
+        """Parameters for the new object of a server-side copy."""
+        if self.keep_on_copy:
+            return self.for_read(source_md5)
+        return self.for_write()
+
+    def destination_md5(self, source_md5: str | None) -> str | None:
+        return source_md5 if self.keep_on_copy else self.write_md5
+
+    def _params(self, prefix: str, md5: str | None) -> dict[str, Any]:
+        if md5 is None:
+            return {}
+        key = self._keys.get(md5)
+        if key is None:
+            raise FsError(errno.EACCES, f"no SSE-C key has the MD5 {md5}")
+        return {prefix + "Algorithm": SSE_C_ALGORITHM, prefix + "Key": key}
+
+    @classmethod
+    def from_options(cls, use_sse: str | None, load_sse_c: str | None,
+                     environ: Mapping[str, str]) -> SseC | None:
+        """The keys of s3fs's use_sse=custom[:FILE] and load_sse_c=FILE (else $AWSSSECKEYS).
+
+        The key file of use_sse comes first, so its first key encrypts; then those
+        of load_sse_c. Raises CredentialsError (one line) for an unreadable,
+        unsafe or malformed key file.
+        """
+        encrypt = bool(use_sse) and use_sse.partition(":")[0] == "custom"
+        keys: list[bytes] = []
+        if encrypt and ":" in use_sse:
+            keys += load_sse_c_keys(use_sse.partition(":")[2])
+        if load_sse_c:
+            keys += load_sse_c_keys(load_sse_c)
+        if not keys and encrypt and environ.get("AWSSSECKEYS"):
+            keys += _environment_keys(environ["AWSSSECKEYS"])
+        if not keys:
+            if encrypt:
+                raise CredentialsError(
+                    "use_sse=custom needs SSE-C keys: give use_sse=custom:FILE, "
+                    "load_sse_c=FILE or the AWSSSECKEYS environment variable")
+            return None
+        return cls(keys, encrypt=encrypt, keep_on_copy=not use_sse)
+
+
+def load_sse_c_keys(path: str) -> list[bytes]:
+    """The keys of an s3fs SSE-C key file: one a line; blank lines and # comments skipped.
+
+    The file must be private (no group or other permissions), like a passwd file.
+    """
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            data = f.read()
+    except FileNotFoundError:
+        raise CredentialsError(f"SSE-C key file {path} does not exist") from None
+    except (PermissionError, IsADirectoryError):
+        raise CredentialsError(f"SSE-C key file {path} is not readable by this user") from None
+    except OSError as exc:
+        raise CredentialsError(f"cannot read SSE-C key file {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CredentialsError(
+            f"SSE-C key file {path} is accessible by group or others (mode "
+            f"{stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
+    keys = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        text = line.strip()
+        if not text or text.startswith(b"#"):
+            continue
+        try:
+            keys.append(decode_sse_c_key(text))
+        except ValueError as exc:
+            raise CredentialsError(f"SSE-C key file {path}, line {number}: {exc}") from None
+    if not keys:
+        raise CredentialsError(f"SSE-C key file {path} holds no key")
+    return keys
+
+
+def _environment_keys(value: str) -> list[bytes]:
+    keys = []
+    for number, text in enumerate(value.split(":"), start=1):
+        if not text.strip():
+            continue
+        try:
+            keys.append(decode_sse_c_key(text.strip().encode()))
+        except ValueError as exc:
+            raise CredentialsError(f"AWSSSECKEYS, key {number}: {exc}") from None
+    return keys
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """What a HEAD tells about an object."""
@@ -51,6 +241,7 @@ class ObjectInfo:
     last_modified_ns: int
     content_type: str | None
     metadata: Mapping[str, str]
+    sse_c_md5: str | None = None  # the MD5 of the object's SSE-C key; None: no SSE-C
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,6 +276,8 @@ class StoreSettings:
     only_instance_role: bool = False  # s3fs's iam_role: no other credential source
     # Added to every request that creates an object: ACL, StorageClass, SSE parameters.
     write_extras: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    sse_c: SseC | None = None  # customer-provided keys (SSE-C)
+    requester_pays: bool = False  # x-amz-request-payer: requester on every request
 
 
 def _ns(timestamp: Any) -> int:
@@ -155,6 +348,13 @@ class Store:
                 "aws_session_token": credentials.session_token,
             }
         self._write_extras = dict(settings.write_extras)
+        self._sse = settings.sse_c
+        # SSE-C: object key → (ETag, MD5 of its SSE-C key or None), most recent last.
+        self._sse_objects: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        # SSE-C: upload ID → (SSE-C parameters, key MD5) of the object being uploaded.
+        self._sse_uploads: dict[str, tuple[dict[str, Any], str | None]] = {}
+        self._sse_lock = threading.Lock()
+        self._range_ignored_logged = False
         self._client = session.create_client(
             "s3",
             region_name=settings.region,
@@ -167,6 +367,15 @@ class Store:
         # Many S3-compatible servers insist on Content-MD5 for multi-object delete,
         # which botocore no longer sends by default.
         self._client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+        if settings.requester_pays:
+            # Every operation, signed (before-sign), including those whose botocore
+            # model lacks the RequestPayer parameter.
+            self._client.meta.events.register("before-sign.s3", _add_request_payer)
+        if self._sse is not None:
+            # S3 refuses a HEAD with the wrong SSE-C key with 400, which botocore would
+            # take for a wrong region and answer with a HeadBucket and a second HEAD.
+            self._client.meta.events.register("before-call.s3.HeadObject",
+                                              _no_region_redirect)
 
     def request_counts(self) -> dict[str, int]:
         with self._counts_lock:
@@ -179,27 +388,50 @@ class Store:
             return getattr(self._client, operation)(Bucket=self.bucket, **params)
         except ClientError as exc:
             code = _error_code(exc)
-            raise FsError(errno_for_s3_code(code), f"{operation}: {code}") from exc
+            raise S3Error(errno_for_s3_code(code), f"{operation}: {code}", code) from exc
         except (BotoCoreError, OSError) as exc:
             log.warning("%s on %s failed: %s", operation, self.endpoint, exc)
             raise FsError(errno.EIO, f"{operation}: {type(exc).__name__}") from exc  # EIO
 
     def head(self, key: str) -> ObjectInfo | None:
         """HEAD an object; None when it does not exist."""
+        if self._sse is not None:
+            return self._head_sse_c(key, self._sse)
         try:
             response = self._call("head_object", Key=key)
         except FsError as exc:
             if exc.errno == errno.ENOENT:
                 return None
             raise
-        return ObjectInfo(
-            key=key,
-            size=response["ContentLength"],
-            etag=response.get("ETag", ""),
-            last_modified_ns=_ns(response["LastModified"]),
-            content_type=response.get("ContentType"),
-            metadata=response.get("Metadata", {}),
-        )
+        return _object_info(key, response, None)
+
+    def _head_sse_c(self, key: str, sse: SseC) -> ObjectInfo | None:
+        """HEAD with the SSE-C key the object needs, found by trying: the key this
+        mount last saw for it, the write key, no key, then every other key. S3
+        refuses a HEAD of an SSE-C object without its key (400), with a wrong key
+        (403), and with a key for an object without SSE-C (400)."""
+        with self._sse_lock:
+            known = self._sse_objects.get(key)
+        candidates: list[str | None] = [known[1]] if known else []
+        candidates += [sse.write_md5, None, *sse.md5s] if sse.write_md5 else [None, *sse.md5s]
+        for md5 in dict.fromkeys(candidates):
+            try:
+                response = self._call("head_object", Key=key, **sse.for_read(md5))
+            except S3Error as exc:
+                if exc.errno == errno.ENOENT:
+                    self._sse_forget(key)
+                    return None
+                if exc.code not in _SSE_C_REFUSALS:
+                    raise
+                continue
+            # The key S3 confirms; a server that ignores SSE-C confirms none but
+            # accepted the one sent.
+            confirmed = response.get("SSECustomerKeyMD5") or md5
+            info = _object_info(key, response, confirmed)
+            self._sse_remember(key, info.etag, confirmed)
+            return info
+        raise FsError(errno.EACCES, f"head_object: none of the {len(sse.md5s)} SSE-C keys "
+                                    "opens the object")
 
     def list_page(self, prefix: str, *, delimiter: str = "/", token: str | None = None,
                   max_keys: int | None = None) -> ListPage:
@@ -243,9 +475,25 @@ class Store:
         params: dict[str, Any] = {"Key": key, "Range": f"bytes={start}-{end}"}
         if etag:
             params["IfMatch"] = etag
+        if self._sse is None:
+            return self._get(params, start, end)
+        try:
+            return self._get({**params, **self._sse.for_read(self._sse_md5(key, etag))},
+                             start, end)
+        except S3Error as exc:
+            if exc.code not in _SSE_C_REFUSALS:
+                raise
+        # Another client rewrote the object with another key (or without SSE-C).
+        self._sse_forget(key)
+        return self._get({**params, **self._sse.for_read(self._sse_md5(key, etag))}, start, end)
+
+    def _get(self, params: dict[str, Any], start: int, end: int) -> bytes:
         response = self._call("get_object", **params)
         body = response["Body"]
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         try:
+            if status == 200 and "ContentRange" not in response:
+                return self._range_of_whole_body(body, response, start, end)
             data = body.read()
         except (BotoCoreError, OSError) as exc:
             raise FsError(errno.EIO, f"get_object body: {type(exc).__name__}") from exc
@@ -256,14 +504,39 @@ class Store:
             raise FsError(errno.EIO, f"get_object: short body ({len(data)} of {expected} bytes)")
         return data
 
+    def _range_of_whole_body(self, body: Any, response: dict[str, Any], start: int,
+                             end: int) -> bytes:
+        """The server ignored Range and sends the whole object (200): read it up to
+        ``end`` only, and keep ``start..end``."""
+        if not self._range_ignored_logged:
+            self._range_ignored_logged = True
+            log.warning("%s ignores Range requests: reads fetch objects from their start",
+                        self.endpoint)
+        total = response.get("ContentLength")
+        wanted = end + 1 if total is None else min(end + 1, total)
+        chunks, got = [], 0
+        while got < wanted:
+            chunk = body.read(min(wanted - got, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got < wanted and total is not None:
+            raise FsError(errno.EIO, f"get_object: short body ({got} of {wanted} bytes)")
+        return b"".join(chunks)[start:]
+
     # Writes. Every key is a full object key; metadata are the x-amz-meta-* names
     # without the prefix.
 
     def put(self, key: str, body: bytes, *, metadata: Mapping[str, str],
             content_type: str) -> str:
+        sse = self._sse.for_write() if self._sse else {}
         response = self._call("put_object", Key=key, Body=body, Metadata=dict(metadata),
-                              ContentType=content_type, **self._write_extras)
-        return response.get("ETag", "")
+                              ContentType=content_type, **self._write_extras, **sse)
+        etag = response.get("ETag", "")
+        if self._sse is not None:
+            self._sse_remember(key, etag, self._sse.write_md5)
+        return etag
 
     def copy(self, source_key: str, key: str, *, metadata: Mapping[str, str] | None,
              content_type: str | None, source_etag: str | None = None) -> str:
@@ -281,14 +554,25 @@ class Store:
                           ContentType=content_type)
         if source_etag:
             params["CopySourceIfMatch"] = source_etag
-        response = self._call("copy_object", **params)
-        return response.get("CopyObjectResult", {}).get("ETag", "")
+        if self._sse is None:
+            response = self._call("copy_object", **params)
+            return response.get("CopyObjectResult", {}).get("ETag", "")
+        source_md5 = self._sse_md5(source_key, source_etag)
+        response = self._call("copy_object", **params,
+                              **self._sse.for_copy_source(source_md5),
+                              **self._sse.for_copy_destination(source_md5))
+        etag = response.get("CopyObjectResult", {}).get("ETag", "")
+        self._sse_remember(key, etag, self._sse.destination_md5(source_md5))
+        return etag
 
     def delete(self, key: str) -> None:
         self._call("delete_object", Key=key)
+        self._sse_forget(key)
 
     def delete_many(self, keys: list[str]) -> None:
         """Delete in batches of 1000; a key that fails to delete is an error."""
+        for key in keys:
+            self._sse_forget(key)
         for start in range(0, len(keys), 1000):
             batch = keys[start:start + 1000]
             response = self._call("delete_objects", Delete={
@@ -300,14 +584,38 @@ class Store:
                               f"delete_objects: {first.get('Code')} for {len(errors)} keys")
 
     def create_multipart(self, key: str, *, metadata: Mapping[str, str],
-                         content_type: str) -> str:
+                         content_type: str, copy_of: tuple[str, str | None] | None = None
+                         ) -> str:
+        """Start a multipart upload. ``copy_of``: (key, ETag) of the object that this
+        upload copies as it is, whose SSE-C key the new object may keep (see SseC)."""
+        sse: dict[str, Any] = {}
+        md5 = None
+        if self._sse is not None:
+            if copy_of is None:
+                sse, md5 = self._sse.for_write(), self._sse.write_md5
+            else:
+                source_md5 = self._sse_md5(*copy_of)
+                sse = self._sse.for_copy_destination(source_md5)
+                md5 = self._sse.destination_md5(source_md5)
         response = self._call("create_multipart_upload", Key=key, Metadata=dict(metadata),
-                              ContentType=content_type, **self._write_extras)
-        return response["UploadId"]
+                              ContentType=content_type, **self._write_extras, **sse)
+        upload_id = response["UploadId"]
+        if self._sse is not None:
+            with self._sse_lock:
+                self._sse_uploads[upload_id] = (sse, md5)
+        return upload_id
+
+    def _upload_sse(self, upload_id: str) -> dict[str, Any]:
+        """The SSE-C parameters every request of an upload repeats (those it began with)."""
+        if self._sse is None:
+            return {}
+        with self._sse_lock:
+            entry = self._sse_uploads.get(upload_id)
+        return entry[0] if entry else self._sse.for_write()
 
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
         response = self._call("upload_part", Key=key, UploadId=upload_id, PartNumber=number,
-                              Body=body)
+                              Body=body, **self._upload_sse(upload_id))
         return response["ETag"]
 
     def upload_part_copy(self, key: str, upload_id: str, number: int, source_key: str,
@@ -320,18 +628,93 @@ class Store:
         }
         if source_etag:
             params["CopySourceIfMatch"] = source_etag
+        if self._sse is not None:
+            params.update(self._sse.for_copy_source(self._sse_md5(source_key, source_etag)),
+                          **self._upload_sse(upload_id))
         response = self._call("upload_part_copy", **params)
         return response["CopyPartResult"]["ETag"]
 
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> str:
-        response = self._call("complete_multipart_upload", Key=key, UploadId=upload_id,
-                              MultipartUpload={"Parts": [
-                                  {"PartNumber": number, "ETag": etag}
-                                  for number, etag in parts]})
-        return response.get("ETag", "")
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]],
+                           *, size: int | None = None) -> str:
+        """Complete an upload of ``size`` bytes (if known) from its parts; return the ETag.
+
+        When the server completed it but its answer was lost, the retry finds no
+        upload (NoSuchUpload): then the object is accepted if its ETag is the one
+        the parts give and its size is ``size``.
+        """
+        sse = self._upload_sse(upload_id)
+        try:
+            response = self._call("complete_multipart_upload", Key=key, UploadId=upload_id,
+                                  MultipartUpload={"Parts": [
+                                      {"PartNumber": number, "ETag": etag}
+                                      for number, etag in parts]}, **sse)
+            etag = response.get("ETag", "")
+        except S3Error as exc:
+            if exc.code != "NoSuchUpload":
+                raise
+            etag = self._completed_before(key, parts, size)
+            if etag is None:
+                raise
+            log.info("the multipart upload of %s was completed, though its answer was lost",
+                     key)
+        if self._sse is not None:
+            with self._sse_lock:
+                _, md5 = self._sse_uploads.pop(upload_id, (None, self._sse.write_md5))
+            self._sse_remember(key, etag, md5)
+        return etag
+
+    def _completed_before(self, key: str, parts: list[tuple[int, str]],
+                          size: int | None) -> str | None:
+        """The ETag of ``key`` if it is the object these parts make, else None."""
+        expected = multipart_etag([etag for _, etag in parts])
+        if expected is None:
+            return None
+        try:
+            info = self.head(key)
+        except FsError:
+            return None
+        if info is None or info.etag.strip('"') != expected:
+            return None
+        if size is not None and info.size != size:
+            return None
+        return info.etag
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        if self._sse is not None:
+            with self._sse_lock:
+                self._sse_uploads.pop(upload_id, None)
         self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+
+    # What this mount knows of objects' SSE-C keys.
+
+    def _sse_md5(self, key: str, etag: str | None) -> str | None:
+        """The MD5 of the SSE-C key of ``key`` (pinned to ``etag``), or None for an
+        object without SSE-C; asked for with a HEAD when not known."""
+        with self._sse_lock:
+            known = self._sse_objects.get(key)
+        if known is not None and (not etag or known[0] == etag):
+            return known[1]
+        info = self.head(key)
+        if info is None:
+            raise FsError(errno.ENOENT, f"head_object: {key} does not exist")
+        if etag and info.etag != etag:
+            raise FsError(errno.ESTALE, "head_object: the object changed")
+        return info.sse_c_md5
+
+    def _sse_remember(self, key: str, etag: str, md5: str | None) -> None:
+        if self._sse is None:
+            return
+        with self._sse_lock:
+            self._sse_objects[key] = (etag, md5)
+            self._sse_objects.move_to_end(key)
+            while len(self._sse_objects) > _SSE_C_REMEMBERED:
+                self._sse_objects.popitem(last=False)
+
+    def _sse_forget(self, key: str) -> None:
+        if self._sse is None:
+            return
+        with self._sse_lock:
+            self._sse_objects.pop(key, None)
 
     def probe(self, prefix: str) -> None:
         """Check, before mounting, that the bucket exists and the credentials work.
@@ -368,12 +751,53 @@ class Store:
             raise S3mountError(f"cannot use {where}: {_reason(exc)}") from None
 
 
+def _object_info(key: str, response: Mapping[str, Any], sse_c_md5: str | None) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=response["ContentLength"],
+        etag=response.get("ETag", ""),
+        last_modified_ns=_ns(response["LastModified"]),
+        content_type=response.get("ContentType"),
+        metadata=response.get("Metadata", {}),
+        sse_c_md5=sse_c_md5,
+    )
+
+
+def multipart_etag(part_etags: Sequence[str]) -> str | None:
+    """The ETag S3 gives an object made of these parts (without quotes): the MD5 of
+    the parts' binary MD5s, then -COUNT. None when a part's ETag is not an MD5."""
+    try:
+        digests = b"".join(bytes.fromhex(etag.strip('"')) for etag in part_etags)
+    except ValueError:
+        return None
+    if len(digests) != 16 * len(part_etags):
+        return None
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(part_etags)}"
+
+
+def _set_header(request: Any, name: str, value: str) -> None:
+    # AWSRequest headers append on assignment; a re-signed request must not get two.
+    if name in request.headers:
+        del request.headers[name]
+    request.headers[name] = value
+
+
 def _add_content_md5(request: Any, **_: Any) -> None:
     body = request.body if isinstance(request.body, bytes) else (request.body or b"")
     if isinstance(body, str):
         body = body.encode()
     digest = hashlib.md5(body, usedforsecurity=False).digest()
-    request.headers["Content-MD5"] = base64.b64encode(digest).decode()
+    _set_header(request, "Content-MD5", base64.b64encode(digest).decode())
+
+
+def _add_request_payer(request: Any, **_: Any) -> None:
+    _set_header(request, "x-amz-request-payer", "requester")
+
+
+def _no_region_redirect(context: dict[str, Any], **_: Any) -> None:
+    redirect = context.get("s3_redirect")
+    if redirect is not None:
+        redirect["redirected"] = True
 
 
 def _keep_only_instance_role(session: botocore.session.Session) -> None:

@@ -237,15 +237,19 @@ class Transfer:
         part = part_size(source.size, settings.multipart_copy_size)
         log.debug("multipart copy of %s to %s (%d bytes, parts of %d)",
                   source.key, key, source.size, part)
-        return self._multipart(key, metadata, content_type, source.size, part, send)
+        return self._multipart(key, metadata, content_type, source.size, part, send,
+                               copy_of=source)
 
     def _multipart(self, key: str, metadata: Mapping[str, str], content_type: str,
-                   size: int, part: int, send: _PartSender) -> str:
-        upload_id = self._store.create_multipart(key, metadata=metadata,
-                                                 content_type=content_type)
+                   size: int, part: int, send: _PartSender,
+                   copy_of: Original | None = None) -> str:
+        """``copy_of``: the object that the upload copies unchanged (for its SSE-C key)."""
+        upload_id = self._store.create_multipart(
+            key, metadata=metadata, content_type=content_type,
+            copy_of=(copy_of.key, copy_of.etag) if copy_of else None)
         try:
             parts = self._run_parts(upload_id, _ranges(size, part), send)
-            return self._store.complete_multipart(key, upload_id, parts)
+            return self._store.complete_multipart(key, upload_id, parts, size=size)
         except BaseException:
             self._abort(key, upload_id)
             raise

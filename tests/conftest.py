@@ -120,7 +120,13 @@ def mount(tmp_path: Path, s3_server: MotoServer, passwd_file: Path,
                 raise RuntimeError(f"s3mount exited with {process.returncode}: {result.log()}")
             return os.path.ismount(path)
 
-        wait_until(mounted, READY_TIMEOUT, f"the mount at {path}")
+        try:
+            wait_until(mounted, READY_TIMEOUT, f"the mount at {path}")
+        except BaseException:
+            process.kill()
+            process.wait()
+            unmount(path)  # a mount left by the killed daemon is dead: remove it
+            raise
         mounts.append(result)
         return result
 

@@ -102,6 +102,23 @@ def run_s3mount(*args: str, env: dict[str, str],
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def daemon_pids(mountpoint: Path) -> list[int]:
+    """PIDs of s3mount processes (any entry point) that serve ``mountpoint``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                words = f.read().split(b"\0")
+        except OSError:
+            continue
+        if (any(word.endswith(b"s3mount") for word in words)
+                and str(mountpoint).encode() in words):
+            pids.append(int(entry))
+    return pids
+
+
 def unmount(path: str | Path) -> None:
     for _ in range(50):
         if not os.path.ismount(path):

@@ -15,6 +15,7 @@ from helpers import (
     ACCESS_KEY,
     SECRET_KEY,
     AuthServer,
+    daemon_pids,
     free_port,
     run_s3mount,
     s3mount_command,
@@ -183,21 +184,6 @@ def test_debug_log_keeps_secrets_out(auth_server: AuthServer, mount, daemon_env,
     assert auth_server.secret_key not in log
 
 
-def _daemon_pids(mountpoint: Path) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                words = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"s3mount" in words and str(mountpoint).encode() in words:
-            pids.append(int(entry))
-    return pids
-
-
 def test_daemon_mode_returns_once_mounted(s3_server, s3, bucket, passwd_file, mountpoint,
                                           daemon_env):
     s3.put_object(Bucket=bucket, Key="ready.txt", Body=b"ready")
@@ -208,11 +194,11 @@ def test_daemon_mode_returns_once_mounted(s3_server, s3, bucket, passwd_file, mo
         assert result.stderr == ""
         assert os.path.ismount(mountpoint)
         assert (mountpoint / "ready.txt").read_bytes() == b"ready"
-        pids = _daemon_pids(mountpoint)
+        pids = daemon_pids(mountpoint)
         assert len(pids) == 1
     finally:
         unmount(mountpoint)
-    wait_until(lambda: not _daemon_pids(mountpoint), 30, "the daemon to exit after unmount")
+    wait_until(lambda: not daemon_pids(mountpoint), 30, "the daemon to exit after unmount")
 
 
 def test_daemon_mode_reports_errors_before_detaching(auth_server: AuthServer, tmp_path,
@@ -222,7 +208,7 @@ def test_daemon_mode_reports_errors_before_detaching(auth_server: AuthServer, tm
                          f"url={auth_server.server.url},passwd_file={pw}", env=daemon_env)
     assert_one_line_error(result, 1, "SignatureDoesNotMatch")
     assert not os.path.ismount(mountpoint)
-    assert not _daemon_pids(mountpoint)
+    assert not daemon_pids(mountpoint)
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])

@@ -139,10 +139,10 @@ def test_unknown_option(tmp_path: Path) -> None:
 
 def test_planned_option(tmp_path: Path) -> None:
     stderr = assert_one_line_usage_error(
-        run(tmp_path, "b", str(tmp_path), "-o", "logfile=/tmp/s3mount.log")
+        run(tmp_path, "b", str(tmp_path), "-o", "servicepath=/x")
     )
     assert "not yet supported" in stderr
-    assert "'logfile'" in stderr
+    assert "'servicepath'" in stderr
 
 
 def test_unsupported_option_does_not_echo_the_secret(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,13 +16,13 @@ from s3mount.errors import UsageError
 
 def build(arguments: list[str], option_strings: list[str] | None = None, *,
           foreground: bool = False, debug: bool = False,
-          single_threaded: bool = False) -> MountConfig:
+          single_threaded: bool = False, environ: dict[str, str] | None = None) -> MountConfig:
     return build_config(arguments, option_strings or [], foreground=foreground, debug=debug,
-                        single_threaded=single_threaded)
+                        single_threaded=single_threaded, environ=environ or {})
 
 
 def usage_error(arguments: list[str], option_strings: list[str] | None = None,
-                **flags: bool) -> str:
+                **flags: Any) -> str:
     with pytest.raises(UsageError) as info:
         build(arguments, option_strings, **flags)
     assert info.value.exit_code == 2
@@ -169,7 +170,64 @@ def test_bad_option_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_options_are_parsed_before_the_arguments_are_checked() -> None:
     # A bad option is reported even when the arguments are also wrong.
-    assert "logfile" in usage_error([], ["logfile=/tmp/s3mount.log"])
+    assert "del_cache" in usage_error([], ["del_cache"])
+
+
+# --------------------------------------------------------------------------
+# build_config: the environment (containers, systemd units)
+
+
+def test_bucket_and_mountpoint_from_the_environment(tmp_path: Path) -> None:
+    config = build([], environ={"S3MOUNT_BUCKET": "b:/p", "S3MOUNT_MOUNTPOINT": str(tmp_path)})
+    assert (config.bucket, config.prefix, config.mountpoint) == ("b", "p/", str(tmp_path))
+
+
+def test_one_argument_is_the_mountpoint_when_the_bucket_comes_from_the_environment(
+        tmp_path: Path) -> None:
+    config = build([str(tmp_path)], environ={"S3MOUNT_BUCKET": "b",
+                                             "S3MOUNT_MOUNTPOINT": "/elsewhere"})
+    assert (config.bucket, config.mountpoint) == ("b", str(tmp_path))
+
+
+def test_arguments_win_over_the_environment(tmp_path: Path) -> None:
+    config = build(["a", str(tmp_path)], environ={"S3MOUNT_BUCKET": "b",
+                                                  "S3MOUNT_MOUNTPOINT": "/elsewhere"})
+    assert (config.bucket, config.mountpoint) == ("a", str(tmp_path))
+
+
+def test_bucket_option_wins_over_the_environment(tmp_path: Path) -> None:
+    config = build([str(tmp_path)], ["bucket=a"], environ={"S3MOUNT_BUCKET": "b"})
+    assert config.bucket == "a"
+
+
+@pytest.mark.parametrize(("environ", "missing"), [
+    ({"S3MOUNT_MOUNTPOINT": "/m"}, "the bucket is missing"),
+    ({"S3MOUNT_BUCKET": "b"}, "the mount point is missing"),
+    ({"S3MOUNT_BUCKET": "", "S3MOUNT_MOUNTPOINT": "/m"}, "the bucket is missing"),
+])
+def test_missing_parts_name_the_variables(environ: dict[str, str], missing: str) -> None:
+    message = usage_error([], environ=environ)
+    assert missing in message
+    assert "S3MOUNT_BUCKET and S3MOUNT_MOUNTPOINT" in message
+
+
+def test_options_from_the_environment_come_before_the_command_line(tmp_path: Path) -> None:
+    environ = {"S3MOUNT_OPTIONS": "ro,uid=1000,umask=022"}
+    config = build(["b", str(tmp_path)], ["uid=2000"], environ=environ)
+    assert config.settings.ro is True
+    assert config.settings.uid == 2000
+    assert config.settings.umask == 0o022
+
+
+def test_a_bad_option_in_the_environment_is_a_usage_error(tmp_path: Path) -> None:
+    message = usage_error(["b", str(tmp_path)], environ={"S3MOUNT_OPTIONS": "nosuchopt"})
+    assert "unknown option 'nosuchopt'" in message
+
+
+def test_logfile_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = build(["b", "mnt"], ["logfile=s3mount.log"])
+    assert config.settings.logfile == str(tmp_path / "s3mount.log")
 
 
 def test_mountpoint_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,15 @@
 from pathlib import Path
 
-from s3mount.docs import BEGIN, END, options_markdown, render_readme
+from s3mount.docs import (
+    BEGIN,
+    END,
+    MAN_BEGIN,
+    MAN_END,
+    main,
+    options_markdown,
+    render_man,
+    render_readme,
+)
 from s3mount.options import OPTIONS, Status
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -25,3 +34,19 @@ def test_render_replaces_only_the_marked_block():
     rendered = render_readme(text)
     assert rendered.startswith(f"before\n{BEGIN}\n") and rendered.endswith(f"{END}\nafter\n")
     assert "stale" not in rendered
+
+
+def test_main_rewrites_the_readme_and_the_man_page(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    man = tmp_path / "s3mount.1"
+    readme.write_text(f"intro\n{BEGIN}\nstale\n{END}\nrest\n")
+    man.write_text(f".TH S3MOUNT 1\n{MAN_BEGIN}\nstale\n{MAN_END}\n.SH FILES\n")
+
+    assert main(["--check", str(readme), str(man)]) == 1
+    assert "stale" in readme.read_text() and "stale" in man.read_text()
+
+    assert main([str(readme), str(man)]) == 0
+    assert readme.read_text() == render_readme(readme.read_text())
+    assert man.read_text() == render_man(man.read_text())
+    assert "stale" not in readme.read_text() + man.read_text()
+    assert main(["--check", str(readme), str(man)]) == 0

@@ -130,7 +130,7 @@ def test_fake_mount_bucket_in_options(tmp_path: Path, capsys: pytest.CaptureFixt
     ("argv_tail", "expected_text"),
     [
         (["-o", "rw,nosuchopt"], "unknown option 'nosuchopt'"),
-        (["-o", "logfile=/tmp/s3mount.log"], "not yet supported"),
+        (["-o", "servicepath=/x"], "not yet supported"),
         (["-o", "uid=notauser"], "bad value 'notauser' for option 'uid'"),
         (["-o", "accessKeyId=AKIAFAKE0123"], "not supported"),
         (["-o", "ro", "-o", "nosuchopt"], "nosuchopt"),
@@ -180,7 +180,7 @@ def test_fake_mount_bucket_named_like_its_options(tmp_path: Path,
     ("argv_tail", "expected_text"),
     [
         (["-o", "rw,_netdev,nosuchopt", "-n"], "unknown option 'nosuchopt'"),
-        (["-o", "logfile=/tmp/s3mount.log"], "not yet supported"),
+        (["-o", "servicepath=/x"], "not yet supported"),
     ],
 )
 def test_real_mount_bad_option_fails_before_mounting(

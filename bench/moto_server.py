@@ -1,0 +1,108 @@
+"""moto's S3 server for the benchmark, with ranged reads that cost what the range costs.
+
+moto (5.x) answers a ranged GET, and copies a range with UploadPartCopy, by
+reading the whole object and slicing it: each such request on a 256 MiB object
+costs about 0.3 s of server time, whatever the range. Real S3 does not, and a
+client that reads in ranges (as both s3mount and s3fs do) would be measured
+against an artefact of the test server. This launcher patches those two paths
+to read only the range from moto's buffer, then runs moto's own server:
+
+    python bench/moto_server.py -H 127.0.0.1 -p PORT      (moto.server's options)
+
+Everything else is moto unchanged. If moto's internals differ from what the
+patches expect, they are not applied and a line on stderr says so.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+
+_state = threading.local()  # .span: (begin, end or None) to read; .served: what was read
+
+
+def _simple_range(header: str | None) -> tuple[int, int | None] | None:
+    """(begin, end) of 'bytes=BEGIN-[END]'; None for anything else (served unpatched)."""
+    match = re.fullmatch(r"\s*bytes=(\d+)-(\d*)\s*", header or "")
+    if not match:
+        return None
+    begin, end = int(match[1]), int(match[2]) if match[2] else None
+    if end is not None and end < begin:
+        return None
+    return begin, end
+
+
+def patch() -> str:
+    from moto.s3 import models, responses
+
+    full_value = models.FakeKey.value  # a property
+    original_get_object = responses.S3Response.get_object
+    original_upload_part_copy = models.S3Backend.upload_part_copy
+    if not isinstance(full_value, property) or not hasattr(models.FakeKey, "size"):
+        return "not applied (moto's FakeKey changed)"
+
+    def value(self):
+        span = getattr(_state, "span", None)
+        if span is None:
+            return full_value.fget(self)
+        begin, end = span
+        size = self.size
+        end = size - 1 if end is None else min(end, size - 1)
+        if begin > end:
+            return full_value.fget(self)  # moto's own answer (InvalidRange)
+        with self.lock:
+            self._value_buffer.seek(begin)
+            data = self._value_buffer.read(end - begin + 1)
+        _state.served = (begin, end, size)
+        return data
+
+    def get_object(self):
+        span = _simple_range(self.headers.get("range"))
+        if span is None or self._get_int_param("partNumber"):
+            return original_get_object(self)
+        _state.span, _state.served = span, None
+        try:
+            status, headers, body = original_get_object(self)
+        finally:
+            served, _state.span, _state.served = _state.served, None, None
+        if status != 200 or served is None:
+            return status, headers, body  # moto's range handling applies
+        begin, end, size = served
+        if begin or end < size - 1:  # range answers carry no checksum
+            for name in [h for h in headers if h.lower().startswith("x-amz-checksum-")]:
+                del headers[name]
+        headers["content-range"] = f"bytes {begin}-{end}/{size}"
+        headers["content-length"] = str(len(body))
+        return 206, headers, body
+
+    def upload_part_copy(self, dest_bucket_name, multipart_id, part_id, src_bucket_name,
+                         src_key_name, src_version_id, start_byte, end_byte):
+        if start_byte is None:
+            return original_upload_part_copy(self, dest_bucket_name, multipart_id, part_id,
+                                             src_bucket_name, src_key_name, src_version_id,
+                                             start_byte, end_byte)
+        multipart = self.get_bucket(dest_bucket_name).multiparts[multipart_id]
+        source = self.get_object(src_bucket_name, src_key_name, version_id=src_version_id)
+        _state.span = (start_byte, end_byte)
+        try:
+            data = source.value
+        finally:
+            _state.span = _state.served = None
+        return multipart.set_part(part_id, data)
+
+    models.FakeKey.value = property(value, full_value.fset)
+    responses.S3Response.get_object = get_object
+    models.S3Backend.upload_part_copy = upload_part_copy
+    return "applied (ranged GetObject and UploadPartCopy read only the range)"
+
+
+def main() -> None:
+    print(f"bench/moto_server.py: patches {patch()}", file=sys.stderr, flush=True)
+    from moto.server import main as moto_main
+
+    moto_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

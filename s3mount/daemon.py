@@ -1,0 +1,144 @@
+"""Running as a service: detaching once the mount is usable, systemd's
+notification socket, and signals (stop, log reopening).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+
+from .errors import S3mountError
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+RELOAD_SIGNAL = signal.SIGHUP
+# llfuse interrupts its worker threads with SIGUSR1 when the loop ends; without
+# a handler its default action would kill the process.
+WAKE_SIGNAL = signal.SIGUSR1
+
+
+def notify_systemd(state: str, environ: Mapping[str, str] = os.environ) -> None:
+    """Send ``state`` (e.g. "READY=1") to systemd's notification socket, if any."""
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("cannot notify systemd at %s: %s", environ["NOTIFY_SOCKET"], exc.strerror)
+
+
+def _ignore(_signum: int, _frame: object) -> None:
+    """The Python-level handler has nothing to do: the wakeup pipe carries the signal."""
+
+
+class SignalThread:
+    """Handles signals in a thread of its own.
+
+    The main thread waits inside llfuse's C loop, where Python-level signal
+    handlers never get to run; but Python's C-level handler writes each signal
+    number to the wakeup fd at once, from whichever thread the signal hit.
+    """
+
+    def __init__(self, on_stop: Callable[[int], None], on_reload: Callable[[], None]) -> None:
+        self._on_stop = on_stop
+        self._on_reload = on_reload
+        self._stopping = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Route the signals to this thread while the block runs (main thread only)."""
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(write_end, False)
+        previous = {sig: signal.signal(sig, _ignore)
+                    for sig in (*STOP_SIGNALS, RELOAD_SIGNAL, WAKE_SIGNAL)}
+        previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        thread = threading.Thread(target=self._run, args=(read_end,), name="signals",
+                                  daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.write(write_end, b"\0")  # ends the thread
+            thread.join()
+            os.close(read_end)
+            os.close(write_end)
+
+    def _run(self, read_end: int) -> None:
+        while True:
+            for signum in os.read(read_end, 64):
+                if signum == 0:
+                    return
+                self._dispatch(signum)
+
+    def _dispatch(self, signum: int) -> None:
+        try:
+            if signum in STOP_SIGNALS and not self._stopping:
+                self._stopping = True
+                log.info("received %s, unmounting", signal.Signals(signum).name)
+                self._on_stop(signum)
+            elif signum == RELOAD_SIGNAL:
+                log.info("received SIGHUP, reopening the log file")
+                self._on_reload()
+                log.info("log file reopened after SIGHUP")
+        except Exception:
+            log.exception("handling signal %d failed", signum)
+
+
+def detach(serve: Callable[[Callable[[], None]], int], after_fork: Callable[[], None]) -> int:
+    """Fork; the parent exits only once the child reports the mount usable or failed.
+
+    ``serve(ready)`` runs in the child and must call ``ready()`` once the mount
+    is usable; an S3mountError before that is passed to the parent as its message.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            report = pipe.read().decode("utf-8", "replace").strip()
+        if report == "ready":
+            return 0
+        if report:
+            print(f"s3mount: {report}", file=sys.stderr)
+        else:
+            print("s3mount: the mount process ended before the mount was ready; see the log",
+                  file=sys.stderr)
+        return 1
+
+    os.close(read_end)
+    os.setsid()
+    os.chdir("/")
+    after_fork()
+
+    def ready() -> None:
+        os.write(write_end, b"ready\n")
+        os.close(write_end)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+
+    try:
+        status = serve(ready)
+    except S3mountError as exc:
+        os.write(write_end, exc.message.encode())
+        os._exit(exc.exit_code)
+    except BaseException:
+        log.exception("the mount process failed")
+        os._exit(1)
+    os._exit(status)

@@ -1,0 +1,88 @@
+"""What `ls -l` costs in requests: a cold listing is one LIST page plus at most
+one HEAD per entry (fetched in parallel, ahead of the kernel's lookups); a
+second `ls -l` within the cache time costs nothing. Counted at a proxy in
+front of the server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from s3proxy import Answer, Rule
+
+
+def record_requests(proxy) -> list[tuple[str, str]]:
+    """(operation, target) of every request that passes the proxy."""
+    seen: list[tuple[str, str]] = []
+
+    def watch(request) -> bool:
+        seen.append((request.operation, request.target))
+        return False
+
+    proxy.add(Rule(watch, Answer(500, "InternalError")))
+    return seen
+
+
+def ls_l(path) -> list[str]:
+    result = subprocess.run(["ls", "-l", "--time-style=full-iso", str(path)],
+                            env={**os.environ, "TZ": "UTC", "LC_ALL": "C"},
+                            capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()[1:]  # without "total N"
+
+
+def test_ls_l_of_a_cold_directory_costs_one_list_and_one_head_per_entry(s3, bucket, mount,
+                                                                        proxy):
+    for number in range(120):
+        s3.put_object(Bucket=bucket, Key=f"big/f{number:03}", Body=b"x" * number,
+                      Metadata={"mode": str(0o100640), "uid": "1234", "gid": "5678",
+                                "mtime": "1700000000"})
+    s3.put_object(Bucket=bucket, Key="big/sub/", Body=b"",
+                  Metadata={"mode": str(0o40750)}, ContentType="application/x-directory")
+    m = mount(bucket, url=proxy.url)
+    os.stat(m.path / "big")
+    seen = record_requests(proxy)
+    lines = ls_l(m.path / "big")
+    assert len(lines) == 121
+    assert lines[0].split() == ["-rw-r-----", "1", "1234", "5678", "0", "2023-11-14",
+                                "22:13:20.000000000", "+0000", "f000"]
+    assert lines[-1].startswith("drwxr-x---")
+    lists = [target for operation, target in seen if operation == "ListObjects"]
+    heads = [target for operation, target in seen if operation == "HeadObject"]
+    assert len(lists) == 1
+    assert len(heads) <= 121
+    assert len(set(heads)) == len(heads)  # no entry asked twice
+    assert {op for op, _ in seen} <= {"ListObjects", "HeadObject"}
+
+    seen.clear()
+    assert ls_l(m.path / "big") == lines
+    assert seen == []  # within stat_cache_expire: served from the caches
+
+
+def test_changes_made_during_a_listing_win_over_its_lookups(s3, bucket, mount):
+    for number in range(50):
+        s3.put_object(Bucket=bucket, Key=f"d/f{number:02}", Body=b"old")
+    m = mount(bucket)
+    os.listdir(m.path / "d")  # starts the attribute lookups
+    os.unlink(m.path / "d" / "f00")
+    (m.path / "d" / "f01").write_bytes(b"new content")
+    os.chmod(m.path / "d" / "f02", 0o600)
+    names = os.listdir(m.path / "d")
+    assert "f00" not in names and len(names) == 49
+    assert not (m.path / "d" / "f00").exists()
+    assert os.stat(m.path / "d" / "f01").st_size == len(b"new content")
+    assert os.stat(m.path / "d" / "f02").st_mode & 0o777 == 0o600
+
+
+def test_small_files_in_a_new_directory_cost_one_put_each(s3, bucket, mount, proxy):
+    m = mount(bucket, url=proxy.url)
+    seen = record_requests(proxy)
+    (m.path / "new").mkdir()
+    for number in range(100):
+        (m.path / "new" / f"small{number:03}").write_bytes(os.urandom(4096))
+    assert m.stop() == 0  # includes the coalesced update of the directory's times
+    operations = [operation for operation, _ in seen]
+    assert operations.count("PutObject") == 101  # the marker and the files
+    assert len(operations) <= 105, sorted(set(operations))
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="new/")["KeyCount"]
+    assert listed == 101
