@@ -27,10 +27,11 @@ class DirTimeUpdates:
     failure is logged and dropped (the time is shown until the cache expires).
     """
 
-    def __init__(self, persist: Callable[[str, int], None], *,
+    def __init__(self, persist: Callable[[str, int], None], *, enabled: bool = True,
                  quiet: float = QUIET_SECONDS, longest: float = LONGEST_DELAY_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._persist = persist
+        self._enabled = enabled
         self._quiet = quiet
         self._longest = longest
         self._clock = clock
@@ -43,6 +44,8 @@ class DirTimeUpdates:
         self._thread.start()
 
     def touch(self, path: str, time_ns: int) -> None:
+        if not self._enabled:
+            return  # update_parent_dir_stat=0: times stay in memory
         now = self._clock()
         with self._lock:
             _, first, _ = self._pending.get(path, (0, now, now))

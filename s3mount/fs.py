@@ -158,8 +158,8 @@ class Filesystem:
         self._opened_etags: dict[int, str] = {}
         self.on_stale: Callable[[int], None] = lambda ino: None
         self._warned: set[str] = set()
-        self._dir_times = (DirTimeUpdates(self._persist_dir_times)
-                           if settings.update_parent_dir_stat else None)
+        self._dir_times = DirTimeUpdates(self._persist_dir_times,
+                                         enabled=settings.update_parent_dir_stat)
 
     def close(self) -> list[str]:
         """Upload what is still dirty; return the keys that could not be uploaded."""
@@ -171,8 +171,7 @@ class Filesystem:
                 self._upload(file)
             except FsError:
                 failed.append(file.key)
-        if self._dir_times is not None:
-            self._dir_times.close()
+        self._dir_times.close()
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.transfer.close()
@@ -762,8 +761,7 @@ class Filesystem:
 
     def _removed(self, path: str) -> None:
         parent, _, name = path.rpartition("/")
-        if self._dir_times is not None:
-            self._dir_times.discard_tree(path)
+        self._dir_times.discard_tree(path)
         self.inodes.detach(path)
         self.cache.forget_tree(path)
         self.cache.put_missing(path)
@@ -776,8 +774,7 @@ class Filesystem:
         if node is not None:
             self.cache.put(parent, dataclasses.replace(
                 node, stored=dataclasses.replace(node.stored, mtime_ns=now, ctime_ns=now)))
-        if self._dir_times is not None:
-            self._dir_times.touch(parent, now)
+        self._dir_times.touch(parent, now)
 
     def _persist_dir_times(self, path: str, time_ns: int) -> None:
         """Store a directory's new mtime and ctime in its marker (see dir_times)."""
@@ -891,8 +888,7 @@ class Filesystem:
             if target is not None and target.is_dir:
                 raise FsError(errno.EISDIR)
             self._rename_file(old, new, node)
-        if self._dir_times is not None:
-            self._dir_times.discard_tree(old)
+        self._dir_times.discard_tree(old)
         # Also drops the negative entry the kernel's lookup of the new name left.
         self.cache.forget_tree(new)
         self.inodes.move(old, new)
@@ -1019,10 +1015,9 @@ class Filesystem:
         if metadata_size(metadata) > MAX_METADATA_BYTES:
             raise FsError(errno.E2BIG, "metadata larger than S3 allows")
         if node.is_dir:
-            if self._dir_times is not None:
-                # These attributes include the latest times; and a pending update
-                # must not overwrite an mtime set on purpose (tar sets it last).
-                self._dir_times.discard(path)
+            # These attributes include the latest times; and a pending update
+            # must not overwrite an mtime set on purpose (tar sets it last).
+            self._dir_times.discard(path)
             key = self._dir_marker(path)
             if node.key != key:
                 # Implicit or old-style directory: s3fs replaces it with a "dir/" marker.

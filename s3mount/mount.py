@@ -57,10 +57,10 @@ def check_mountpoint(path: str, nonempty: bool) -> None:
             f"mount point {path} is not empty: use an empty directory or -o nonempty")
 
 
-def check_allow_other(settings: object, fuse_conf: str = "/etc/fuse.conf") -> None:
+def check_allow_other(allow_other: bool, allow_root: bool,
+                      fuse_conf: str = "/etc/fuse.conf") -> None:
     """fusermount refuses allow_other/allow_root to users unless fuse.conf allows it."""
-    wanted = [name for name in ("allow_other", "allow_root") if getattr(settings, name)]
-    if not wanted or os.geteuid() == 0:
+    if not (allow_other or allow_root) or os.geteuid() == 0:
         return
     try:
         with open(fuse_conf, encoding="utf-8", errors="replace") as f:
@@ -68,8 +68,9 @@ def check_allow_other(settings: object, fuse_conf: str = "/etc/fuse.conf") -> No
     except OSError:
         allowed = False
     if not allowed:
+        option = "allow_other" if allow_other else "allow_root"
         raise S3mountError(
-            f"{wanted[0]} needs the line 'user_allow_other' in {fuse_conf} when a user who is "
+            f"{option} needs the line 'user_allow_other' in {fuse_conf} when a user who is "
             "not root mounts: ask root to add it, or mount without it")
 
 
@@ -193,7 +194,7 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
     """Everything that can fail with a user error, done before mounting."""
     s = config.settings
     check_mountpoint(config.mountpoint, s.nonempty)
-    check_allow_other(s)
+    check_allow_other(s.allow_other, s.allow_root)
     credentials = None
     if not s.public_bucket and not s.iam_role:
         credentials = resolve_credentials(

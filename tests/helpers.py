@@ -119,6 +119,18 @@ def daemon_pids(mountpoint: Path) -> list[int]:
     return pids
 
 
+def start_foreground(source: str, mountpoint: Path, options: str,
+                     env: dict[str, str]) -> subprocess.Popen:
+    """``s3mount SOURCE MOUNTPOINT -f -o OPTIONS`` with its output in a pipe,
+    returned once it has mounted or exited (the caller checks which)."""
+    process = subprocess.Popen(s3mount_command(source, str(mountpoint), "-f", "-o", options),
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    wait_until(lambda: os.path.ismount(mountpoint) or process.poll() is not None, 30,
+               "the mount")
+    return process
+
+
 def unmount(path: str | Path) -> None:
     for _ in range(50):
         if not os.path.ismount(path):

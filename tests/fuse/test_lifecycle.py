@@ -18,7 +18,7 @@ from helpers import (
     daemon_pids,
     free_port,
     run_s3mount,
-    s3mount_command,
+    start_foreground,
     unmount,
     wait_until,
     write_passwd_file,
@@ -214,13 +214,9 @@ def test_daemon_mode_reports_errors_before_detaching(auth_server: AuthServer, tm
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 def test_signal_unmounts_and_exits_zero(s3_server, bucket, passwd_file, mountpoint,
                                         daemon_env, signal_number):
-    process = subprocess.Popen(
-        s3mount_command(bucket, str(mountpoint), "-f", "-o",
-                        f"url={s3_server.url},passwd_file={passwd_file}"),
-        env=daemon_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_foreground(bucket, mountpoint,
+                               f"url={s3_server.url},passwd_file={passwd_file}", daemon_env)
     try:
-        wait_until(lambda: os.path.ismount(mountpoint) or process.poll() is not None, 30,
-                   "the mount")
         assert os.path.ismount(mountpoint)
         process.send_signal(signal_number)
         output, _ = process.communicate(timeout=30)

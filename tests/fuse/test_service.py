@@ -19,6 +19,7 @@ from helpers import (
     daemon_pids,
     run_s3mount,
     s3mount_command,
+    start_foreground,
     unmount,
     wait_until,
 )
@@ -163,13 +164,9 @@ def test_stop_signal_uploads_a_file_still_open_for_writing(s3, bucket, mount, si
 def test_stop_signal_reports_files_that_could_not_be_uploaded(s3, bucket, proxy, passwd_file,
                                                               mountpoint, daemon_env):
     proxy.add(Rule(operation_is("PutObject"), Answer(403, "AccessDenied")))
-    process = subprocess.Popen(
-        s3mount_command(bucket, str(mountpoint), "-f", "-o",
-                        f"url={proxy.url},passwd_file={passwd_file}"),
-        env=daemon_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_foreground(bucket, mountpoint, f"url={proxy.url},passwd_file={passwd_file}",
+                               daemon_env)
     try:
-        wait_until(lambda: os.path.ismount(mountpoint) or process.poll() is not None, 30,
-                   "the mount")
         fd = os.open(mountpoint / "refused.txt", os.O_CREAT | os.O_WRONLY)
         os.write(fd, b"the server refuses this")
         process.send_signal(signal.SIGTERM)

@@ -71,3 +71,13 @@ def test_discard_drops_only_that_directory() -> None:
     updates.discard("x")
     updates.close()
     assert stored == ["x/y"]
+
+
+def test_disabled_updates_store_nothing() -> None:
+    stored: list[str] = []
+    updates = DirTimeUpdates(lambda path, ns: stored.append(path), enabled=False,
+                             **never_due())
+    updates.touch("d", 1)
+    assert updates.pending() == []
+    updates.close()
+    assert stored == []
