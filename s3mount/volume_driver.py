@@ -102,8 +102,6 @@ class Driver:
 
     def create(self, name: str, opts: Mapping[str, Any] | None) -> None:
         check_name(name)
-        spec = volume_spec(opts)
-        redactor.add_secrets(spec.secrets)
         with self._volume_lock(name):
             existing = self._volumes.get(name)
             if existing is not None:
@@ -112,6 +110,8 @@ class Driver:
                     raise S3mountError(f"volume {name} already exists with other options: "
                                        "remove it first")
                 return
+            spec = volume_spec(opts)
+            redactor.add_secrets(spec.secrets)
             created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             volume = Volume(name, dict(opts or {}), set(), created)
             self._store.save(volume)
@@ -247,13 +247,17 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
     server: _Server
 
     def do_POST(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        # Read the body even when it is not used: the connection stays open for more.
+        body = self.rfile.read(length) if length > 0 else b""
         handler = self.server.handlers.get(self.path)
         if handler is None:
             self._reply(404, {"Err": f"unknown endpoint {self.path}"})
             return
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length > 0 else b""
             request = json.loads(body) if body.strip() else {}
             if not isinstance(request, dict):
                 raise ValueError("not an object")
@@ -296,6 +300,15 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, handlers: dict[str, Endpoint]) -> None:
         self.handlers = handlers
         super().__init__(path, _RequestHandler, bind_and_activate=False)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away is no error of the driver's; anything else is logged
+        (socketserver would print it to stderr)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.debug("a client closed its connection early: %s", error)
+        else:
+            log.exception("serving a request failed")
 
 
 def _bind(server: _Server, path: str) -> None:
