@@ -5,6 +5,7 @@ line, and the driver's private state files. Pure logic: nothing mounts here.
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -147,3 +148,26 @@ def test_child_environment_drops_the_drivers_own_variables() -> None:
     env = child_environment({"PATH": "/bin", "NOTIFY_SOCKET": "/run/n", "S3MOUNT_OPTIONS": "ro",
                              "AWS_REGION": "eu-west-1"})
     assert env == {"PATH": "/bin", "AWS_REGION": "eu-west-1"}
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def docker_volume_create_examples(text: str) -> list[dict[str, str]]:
+    """The -o options of every ``docker volume create -d s3mount`` in a document
+    (roff escapes and line continuations undone)."""
+    text = text.replace("\\-", "-").replace("\\e\n", " ").replace("\\\n", " ")
+    examples = []
+    for line in text.splitlines():
+        if "docker volume create -d s3mount" in line:
+            pairs = re.findall(r"-o (\S+)", line)
+            examples.append(dict(pair.partition("=")[::2] for pair in pairs))
+    return examples
+
+
+@pytest.mark.parametrize("document", ["README.md", "man/s3mount-volume-driver.8"])
+def test_documented_volume_examples_are_valid(document: str) -> None:
+    examples = docker_volume_create_examples((ROOT / document).read_text())
+    assert examples
+    for opts in examples:
+        assert volume_spec(opts).source.startswith("mybucket")
