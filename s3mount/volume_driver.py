@@ -331,7 +331,6 @@ def serve(socket_path: str, state_dir: str, mount_root: str,
           environ: Mapping[str, str] = os.environ) -> int:
     store = VolumeStore(state_dir)
     driver = Driver(store, Mounter(mount_root, environ))
-    driver.adopt_mounts()
     socket_path = os.path.abspath(socket_path)
     server = _Server(socket_path, endpoints(driver))
     try:
@@ -339,6 +338,12 @@ def serve(socket_path: str, state_dir: str, mount_root: str,
     except OSError as exc:
         server.server_close()
         raise S3mountError(f"cannot listen on {socket_path}: {exc.strerror}") from None
+    except S3mountError:
+        server.server_close()
+        raise
+    # Only once the socket is ours: another driver's mounts are not ours to clean up.
+    # Requests wait in the socket's backlog meanwhile.
+    driver.adopt_mounts()
 
     def stop(signum: int, _frame: object) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)

@@ -92,7 +92,7 @@ def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 class Mounter:
     def __init__(self, mount_root: str, environ: Mapping[str, str], *,
-                 mount_timeout: float = 120.0, unmount_timeout: float = 600.0) -> None:
+                 mount_timeout: float = 120.0, unmount_timeout: float = 60.0) -> None:
         self.mount_root = os.path.abspath(mount_root)
         self._environ = child_environment(environ)
         self._mount_timeout = mount_timeout

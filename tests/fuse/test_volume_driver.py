@@ -337,3 +337,24 @@ def test_cloud_foundry_mount_config_mounts_and_keeps_the_keys_secret(
     assert (driver.state_dir / "credentials" / "cf-volume").read_text() == \
         f"{ACCESS_KEY}:{SECRET_KEY}\n"
     driver.start()  # for the fixture's teardown
+
+
+def test_one_driver_per_socket_and_a_stale_socket_is_replaced(driver: DriverProcess,
+                                                             daemon_env) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "s3mount.volume_driver", "--socket", str(driver.socket),
+         "--state-dir", str(driver.state_dir), "--mount-root", str(driver.mount_root)],
+        env=daemon_env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert second.returncode == 1
+    assert second.stderr.splitlines()[-1] == (
+        f"s3mount-volume-driver: another driver is already serving {driver.socket}: "
+        "stop it first")
+    assert driver.call("/Plugin.Activate") == {"Implements": ["VolumeDriver"]}
+
+    # A driver killed outright leaves its socket file behind; the next one replaces it.
+    driver.process.kill()
+    driver.process.wait()
+    assert driver.socket.exists()
+    driver.start()
+    assert driver.call("/Plugin.Activate") == {"Implements": ["VolumeDriver"]}
+    assert (driver.socket.stat().st_mode & 0o777) == 0o600
