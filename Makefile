@@ -17,7 +17,7 @@ BINDIR      ?= $(PREFIX)/bin
 SBINDIR     ?= /sbin
 LIBDIR      ?= $(PREFIX)/lib/s3mount
 MANDIR      ?= $(PREFIX)/share/man
-COMMANDS    := s3mount mount.s3mount
+COMMANDS    := s3mount mount.s3mount s3mount-volume-driver
 
 # Debian packages, installed only when missing: the libfuse 2 headers and pkg-config
 # (llfuse is built from source), and the programs the tests run: s3fs (the s3fs-fuse

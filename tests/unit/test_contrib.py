@@ -27,6 +27,7 @@ SYSTEMD = CONTRIB / "systemd"
 TEMPLATE = SYSTEMD / "s3mount@.service"
 MOUNT_UNIT = SYSTEMD / "mnt-data.mount"
 AUTOMOUNT_UNIT = SYSTEMD / "mnt-data.automount"
+DRIVER_UNIT = SYSTEMD / "s3mount-volume-driver.service"
 EXAMPLE_CONF = SYSTEMD / "example.conf"
 FSTAB_EXAMPLE = CONTRIB / "fstab.example"
 DOCKERFILE = CONTRIB / "docker" / "Dockerfile"
@@ -117,7 +118,14 @@ def verify(unit_files: list[Path], tmp_path: Path) -> str:
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    assert verify([TEMPLATE, MOUNT_UNIT, AUTOMOUNT_UNIT], tmp_path) == ""
+    assert verify([TEMPLATE, MOUNT_UNIT, AUTOMOUNT_UNIT, DRIVER_UNIT], tmp_path) == ""
+
+
+def test_verify_checks_the_driver_unit(tmp_path: Path) -> None:
+    bad = tmp_path / DRIVER_UNIT.name
+    bad.write_text(DRIVER_UNIT.read_text().replace("KillMode=process", "KillMode=proces"))
+    (tmp_path / "check").mkdir()
+    assert "kill mode" in verify([bad], tmp_path / "check")
 
 
 @pytest.mark.parametrize(
@@ -162,6 +170,19 @@ def test_service_template_settings() -> None:
     timeout = re.fullmatch(r"([0-9]+)min", unit["Service.TimeoutStopSec"][0])
     assert timeout and int(timeout.group(1)) >= 5, "uploads at stop need minutes"
     assert unit["Install.WantedBy"] == ["multi-user.target"]
+
+
+def test_volume_driver_unit_settings() -> None:
+    unit = unit_settings(DRIVER_UNIT)
+    assert unit["Unit.Before"] == ["docker.service"]
+    assert unit["Unit.After"] == ["network-online.target"]
+    # The driver says READY=1 once its socket accepts requests.
+    assert unit["Service.Type"] == ["notify"]
+    assert unit["Service.ExecStart"] == [f"{INSTALLED_S3MOUNT}-volume-driver"]
+    # Stopping or restarting the driver must not kill the volumes' daemons.
+    assert unit["Service.KillMode"] == ["process"]
+    assert unit["Install.WantedBy"] == ["multi-user.target"]
+    assert "man:s3mount-volume-driver(8)" in unit["Unit.Documentation"][0]
 
 
 def test_mount_units() -> None:

@@ -21,12 +21,16 @@ from s3mount.cli import command
 from s3mount.docs import MAN_BEGIN, MAN_END, options_roff, render_man, roff_escape, roff_line
 from s3mount.fstab import helper_arguments
 from s3mount.options import OPTION_BY_NAME, OPTIONS, Status
+from s3mount.volume_driver import DEFAULT_MOUNT_ROOT, DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from s3mount.volume_driver import command as driver_command
+from s3mount.volume_options import CLOUD_FOUNDRY_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 MAN_DIR = ROOT / "man"
 S3MOUNT_1 = MAN_DIR / "s3mount.1"
 MOUNT_HELPER_8 = MAN_DIR / "mount.s3mount.8"
-PAGES = [S3MOUNT_1, MOUNT_HELPER_8]
+VOLUME_DRIVER_8 = MAN_DIR / "s3mount-volume-driver.8"
+PAGES = [S3MOUNT_1, MOUNT_HELPER_8, VOLUME_DRIVER_8]
 
 
 def tool(name: str, package: str) -> str:
@@ -154,6 +158,24 @@ def test_helper_page_lists_the_dropped_mount_table_options() -> None:
     for name in (netdev.name, *netdev.aliases):
         assert re.search(rf"^\.BR {re.escape(roff_escape(name))}=? ,$", text, re.MULTILINE), name
     assert "x\\-systemd.automount" in text
+
+
+# --------------------------------------------------------------------------
+# The volume driver's page documents its flags, defaults and volume options
+
+
+def test_volume_driver_page_documents_flags_defaults_and_keys() -> None:
+    text = VOLUME_DRIVER_8.read_text(encoding="utf-8")
+    flags = [flag for param in driver_command.params if isinstance(param, click.Option)
+             for flag in (*param.opts, *param.secondary_opts)]
+    assert "--state-dir" in flags
+    for flag in flags:
+        assert re.search(rf"^\.B[IR]? {re.escape(roff_escape(flag))}\b", text, re.MULTILINE), flag
+    for default in (DEFAULT_SOCKET, DEFAULT_STATE_DIR, DEFAULT_MOUNT_ROOT):
+        assert roff_escape(default) in text, default
+    tags = "\n".join(re.findall(r"^\.TP\n(.*)$", text, re.MULTILINE))
+    for key in (*CLOUD_FOUNDRY_KEYS, "bucket"):
+        assert re.search(rf"(?<![\w\\-]){re.escape(roff_escape(key))}(?![\w\\-])", tags), key
 
 
 # --------------------------------------------------------------------------
