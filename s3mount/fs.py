@@ -158,6 +158,7 @@ class Filesystem:
         self._opened_etags: dict[int, str] = {}
         self.on_stale: Callable[[int], None] = lambda ino: None
         self._warned: set[str] = set()
+        self._warned_lock = threading.Lock()
         self._dir_times = DirTimeUpdates(self._persist_dir_times,
                                          enabled=settings.update_parent_dir_stat)
 
@@ -203,10 +204,16 @@ class Filesystem:
         return path
 
     def _warn_once(self, message: str) -> None:
-        if message in self._warned:
-            return
-        if len(self._warned) < MAX_WARNED:
+        """Log a problem with the bucket's data once per mount. Past MAX_WARNED distinct
+        problems, one last line says so: a bucket of hostile keys must not make every
+        listing log them all again."""
+        with self._warned_lock:
+            if message in self._warned or len(self._warned) > MAX_WARNED:
+                return
             self._warned.add(message)
+            if len(self._warned) > MAX_WARNED:
+                message = (f"more than {MAX_WARNED} problems with keys or metadata; "
+                           "no more are logged")
         log.warning("%s", message)
 
     def _decode(self, info: ObjectInfo, *, force_dir: bool = False) -> Node:
