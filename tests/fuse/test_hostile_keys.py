@@ -139,3 +139,19 @@ def test_the_root_marker_alone_earns_no_warning(s3, bucket, mount):
     assert os.listdir(m.path) == ["file"]
     assert stat.S_IMODE(os.stat(m.path).st_mode) == 0o755
     assert "WARNING" not in m.log()
+
+
+def test_hidden_keys_are_never_lost(s3, bucket, mount):
+    """A directory holding hidden keys is not empty, and moves with them."""
+    for key in ("dir//hidden", "dir/../up", "dir/shown"):
+        put(s3, bucket, key)
+    m = mount(bucket)
+    os.unlink(m.path / "dir" / "shown")
+    assert os.listdir(m.path / "dir") == []
+    with pytest.raises(OSError) as not_empty:
+        os.rmdir(m.path / "dir")
+    assert not_empty.value.errno == errno.ENOTEMPTY
+    os.rename(m.path / "dir", m.path / "moved")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == {"moved//hidden", "moved/../up"}
+    assert s3.get_object(Bucket=bucket, Key="moved//hidden")["Body"].read() == b"dir//hidden"
