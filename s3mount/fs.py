@@ -549,9 +549,10 @@ class Filesystem:
         path = self._path(ino)
         children = self.cache.listing_copy(path)
         if children is None:
+            since = self.cache.changes
             children = self._list_children(path)
             self._unlisted_open_files(path, children)
-            self.cache.put_listing(path, dict(children))
+            self.cache.put_listing(path, dict(children), since)
         self._start_prefetches(path, children)
         entries = [DirEntry(".", ino, None),
                    DirEntry("..", self.inodes.number(path.rpartition("/")[0], counted=False)

@@ -10,6 +10,7 @@ thread was told was written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -95,12 +96,13 @@ class Worker:
                     # Its own files are where it put them, with what it wrote.
                     assert (self.root / path).read_bytes() == self.files[path], path
                 elif action == "read" and not (self.root / path).is_dir():
-                    try:
-                        content = (self.root / path).read_bytes()
-                    except FileNotFoundError:
-                        continue  # renamed or deleted by its owner meanwhile
-                    # Empty: its writer has truncated it and not written yet.
-                    assert content == b"" or whole(content), (path, content[:80])
+                    # What a read racing with another thread's O_TRUNC and write returns
+                    # is not checked: Linux does not make it atomic even on a local
+                    # file system, and through FUSE the kernel zero-fills a read that
+                    # the truncation made short. What the file holds once the writers
+                    # are done is checked at the end.
+                    with contextlib.suppress(FileNotFoundError):  # renamed or deleted
+                        (self.root / path).read_bytes()
             missing = {p for p in self.files if p.rpartition("/")[0] == directory
                        and p.rpartition("/")[2] not in names}
             assert not missing, f"own files missing from a listing: {missing}"
@@ -194,6 +196,7 @@ def run_workload(s3, bucket: str, mount, operations: int, seed: int) -> None:
     assert mounted_dirs == stored_dirs == expected_dirs
     shared = {p: mounted_files.pop(p) for p in SHARED_FILES if p in mounted_files}
     assert mounted_files == expected_files
+    assert all(whole(content) for content in mounted_files.values())
     for path, content in shared.items():
         written = [c for w in workers for c in w.shared_written[path]]
         assert content in written, f"{path} holds a version no thread wrote"
@@ -205,6 +208,7 @@ def test_eight_threads_in_overlapping_trees(s3, bucket, mount):
 
 
 @pytest.mark.long
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("seed", range(3))
 def test_eight_threads_soak(s3, bucket, mount, seed):
     run_workload(s3, bucket, mount, operations=300, seed=seed)
