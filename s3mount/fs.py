@@ -158,6 +158,7 @@ class Filesystem:
         self._opened_etags: dict[int, str] = {}
         self.on_stale: Callable[[int], None] = lambda ino: None
         self._warned: set[str] = set()
+        self._warned_lock = threading.Lock()
         self._dir_times = DirTimeUpdates(self._persist_dir_times,
                                          enabled=settings.update_parent_dir_stat)
 
@@ -203,15 +204,22 @@ class Filesystem:
         return path
 
     def _warn_once(self, message: str) -> None:
-        if message in self._warned:
-            return
-        if len(self._warned) < MAX_WARNED:
+        """Log a problem with the bucket's data once per mount. Past MAX_WARNED distinct
+        problems, one last line says so: a bucket of hostile keys must not make every
+        listing log them all again."""
+        with self._warned_lock:
+            if message in self._warned or len(self._warned) > MAX_WARNED:
+                return
             self._warned.add(message)
+            if len(self._warned) > MAX_WARNED:
+                message = (f"more than {MAX_WARNED} problems with keys or metadata; "
+                           "no more are logged")
         log.warning("%s", message)
 
     def _decode(self, info: ObjectInfo, *, force_dir: bool = False) -> Node:
-        def warn(message: str) -> None:
-            self._warn_once(f"{info.key}: {message}")
+        def warn_xattrs(message: str) -> None:
+            # repr: a key may hold newlines and control characters.
+            self._warn_once(f"{info.key!r}: {message}")
 
         attr = decode_attr(
             info.key,
@@ -221,11 +229,11 @@ class Filesystem:
             metadata=info.metadata,
             default_uid=self.settings.default_uid,
             default_gid=self.settings.default_gid,
-            warn=warn,
+            warn=self._warn_once,  # its messages name the key already
         )
         if force_dir and not stat.S_ISDIR(attr.mode):
             attr = dataclasses.replace(attr, mode=stat.S_IFDIR | (attr.mode & 0o7777))
-        xattrs = decode_xattrs(info.metadata.get("xattr"), warn)
+        xattrs = decode_xattrs(info.metadata.get("xattr"), warn_xattrs)
         return Node(attr, info.key, info.etag, xattrs, dict(info.metadata), info.content_type)
 
     def _implicit_dir(self, path: str) -> Node:
@@ -382,6 +390,9 @@ class Filesystem:
             node = self._decode(info)
             if node.is_dir:
                 return node
+            # s3fs shows the directory too; the file's data cannot be reached.
+            self._warn_once(f"hiding the file {info.key!r}: a directory of the same name "
+                            "exists (its keys start with the same name and '/')")
         info = folder()
         if info is not None:
             return self._decode(info, force_dir=True)
@@ -449,7 +460,8 @@ class Filesystem:
         if not stat.S_ISLNK(node.stored.mode) or node.key is None:
             raise FsError(errno.EINVAL)
         if node.stored.size > SYMLINK_MAX:
-            self._warn_once(f"{node.key}: symlink target of {node.stored.size} bytes is too long")
+            self._warn_once(f"{node.key!r}: symlink target of {node.stored.size} bytes "
+                            "is too long")
             raise FsError(errno.ENAMETOOLONG)
         if node.stored.size == 0:
             raise FsError(errno.ENOENT, "empty symlink target")
@@ -487,6 +499,8 @@ class Filesystem:
                    obj: ListedObject | None) -> None:
         if key == prefix:
             return  # the directory's own marker
+        if obj is None and key == "/" and prefix == "" and self._only_root_marker():
+            return  # s3fs's object for the bucket root's attributes, no name of its own
         split = split_key(prefix, key)
         if split is None:
             candidate = key[len(prefix):].rstrip("/")
@@ -505,6 +519,12 @@ class Filesystem:
                 child.folder_key = key
         else:
             child.file = obj
+
+    def _only_root_marker(self) -> bool:
+        """True if the keys starting with '/' are only the root marker "/"; any
+        others ("//x", "/x") have no usable name and earn a warning."""
+        page = self.store.list_page("/", delimiter="", max_keys=2)
+        return all(obj.key == "/" for obj in page.objects)
 
     def _open_files_below(self, path: str) -> list[tuple[OpenFile, str]]:
         """Open files (not unlinked) anywhere below directory ``path``, with their paths."""
@@ -529,9 +549,10 @@ class Filesystem:
         path = self._path(ino)
         children = self.cache.listing_copy(path)
         if children is None:
+            since = self.cache.changes
             children = self._list_children(path)
             self._unlisted_open_files(path, children)
-            self.cache.put_listing(path, dict(children))
+            self.cache.put_listing(path, dict(children), since)
         self._start_prefetches(path, children)
         entries = [DirEntry(".", ino, None),
                    DirEntry("..", self.inodes.number(path.rpartition("/")[0], counted=False)

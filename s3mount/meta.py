@@ -350,7 +350,8 @@ def decode_xattrs(header: str | None, warn: Warn | None = None) -> dict[str, byt
     """Parse an x-amz-meta-xattr header value as s3fs does (string_util.cpp:746-802).
 
     Never raises: malformed pairs are skipped and a header that is not "{...}" at all
-    yields no attributes, each reported to ``warn``.
+    yields no attributes. Either is reported to ``warn`` once per header, however many
+    pairs are bad, so that one hostile header cannot flood the log.
     """
     if header is None:
         return {}
@@ -372,6 +373,7 @@ def decode_xattrs(header: str | None, warn: Warn | None = None) -> dict[str, byt
     result: dict[str, bytes] = {}
     if not inner.strip():
         return result
+    skipped: list[str] = []
     for pair in inner.split(","):
         # Base64 never contains ':', so the last one separates name and value even when
         # the name contains colons.
@@ -379,16 +381,19 @@ def decode_xattrs(header: str | None, warn: Warn | None = None) -> dict[str, byt
         name = _unquote_part(name_part)
         value = _unquote_part(value_part)
         if not colon or name is None or value is None:
-            report(f"skipping malformed pair {_show(pair)}")
-            continue
-        if not name:
-            report(f"skipping pair with empty name {_show(pair)}")
-            continue
-        data = _b64decode(value)
-        if data is None:
-            report(f"skipping {name!r}: value is not base64")
-            continue
-        result[name] = data
+            skipped.append(f"malformed pair {_show(pair)}")
+        elif not name:
+            skipped.append(f"pair with empty name {_show(pair)}")
+        else:
+            data = _b64decode(value)
+            if data is None:
+                skipped.append(f"{_show(name)}: value is not base64")
+            else:
+                result[name] = data
+    if len(skipped) == 1:
+        report(f"skipping {skipped[0]}")
+    elif skipped:
+        report(f"skipping {len(skipped)} malformed pairs, the first: {skipped[0]}")
     return result
 
 
@@ -403,9 +408,11 @@ def skip_reason(name: str) -> str | None:
     if "\0" in name:
         return "name contains NUL"
     try:
-        length = len(name.encode("utf-8", "surrogateescape"))
+        # S3 keys are UTF-8: a name with bytes that are not (the kernel's bytes arrive
+        # surrogate-escaped) could be neither stored nor read back unchanged.
+        length = len(name.encode("utf-8"))
     except UnicodeEncodeError:
-        return "name is not encodable as UTF-8"
+        return "name is not valid UTF-8"
     if length > MAX_NAME_BYTES:
         return f"name longer than {MAX_NAME_BYTES} bytes"
     return None

@@ -131,8 +131,15 @@ class StatCache(Generic[T]):
         """A copy that our own later changes do not alter (for directory handles)."""
         return self._listings.get_copy(path)
 
-    def put_listing(self, path: str, children: dict) -> None:
-        self._listings.put(path, children)
+    def put_listing(self, path: str, children: dict, since: int | None = None) -> bool:
+        """Cache a directory's listing: one our own change made (``since`` None), or
+        one a LIST fetched, unless one of our own changes happened since ``since``
+        (it may be missing from the answer, and would stay missing until the TTL)."""
+        with self._changes_lock:
+            if since is not None and since != self._changes:
+                return False
+            self._listings.put(path, children)
+            return True
 
     def listing_set(self, directory: str, name: str, child: object | None) -> None:
         """Keep a cached listing true after our own change (None: the name is gone)."""
