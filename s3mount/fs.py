@@ -39,7 +39,7 @@ from .meta import (
     split_key,
 )
 from .mime import MimeTypes
-from .reader import ObjectReader
+from .reader import READ_AHEAD_MAX, READ_AHEAD_TOTAL, ObjectReader, ReadPool
 from .stat_cache import StatCache
 from .store import ListedObject, ObjectInfo, Store
 from .transfer import Original, Transfer
@@ -70,6 +70,8 @@ class FsSettings:
     max_thread_count: int = 10
     cache_dir: str = "/tmp"
     update_parent_dir_stat: bool = True
+    read_ahead_max: int = READ_AHEAD_MAX  # bytes, per open file
+    read_ahead_total: int = READ_AHEAD_TOTAL  # bytes, all open files together
     default_uid: int = dataclasses.field(default_factory=os.geteuid)
     default_gid: int = dataclasses.field(default_factory=os.getegid)
 
@@ -129,6 +131,7 @@ class Filesystem:
     def __init__(self, store: Store, settings: FsSettings, transfer: Transfer, mime: MimeTypes,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.store = store
+        self.stats = store.stats
         self.settings = settings
         self.transfer = transfer
         self.mime = mime
@@ -146,6 +149,8 @@ class Filesystem:
         self._prefetcher = ThreadPoolExecutor(settings.max_thread_count,
                                               thread_name_prefix="s3mount-prefetch")
         self._prefetches: dict[str, Future[tuple[Node | None, int]]] = {}
+        self._read_pool = ReadPool(settings.max_thread_count, window=settings.read_ahead_max,
+                                   total=settings.read_ahead_total)
         self._prefetches_lock = threading.Lock()
         self._handles: dict[int, Any] = {}
         self._handles_lock = threading.Lock()
@@ -173,6 +178,7 @@ class Filesystem:
                 failed.append(file.key)
         self._dir_times.close()
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        self._read_pool.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.transfer.close()
         return failed
@@ -285,9 +291,12 @@ class Filesystem:
             return self._file_node(file)
         node = self.cache.get(path)
         if node is not None:
+            self.stats.count("stat_cache_hits")
             return node
         if self.cache.is_missing(path):
+            self.stats.count("stat_cache_negative_hits")
             raise FsError(errno.ENOENT)
+        self.stats.count("stat_cache_misses")
         since = self.cache.changes
         found, node = self._prefetched(path)
         if not found:
@@ -528,6 +537,7 @@ class Filesystem:
     def opendir(self, ino: int) -> int:
         path = self._path(ino)
         children = self.cache.listing_copy(path)
+        self.stats.count("listing_cache_misses" if children is None else "listing_cache_hits")
         if children is None:
             children = self._list_children(path)
             self._unlisted_open_files(path, children)
@@ -618,8 +628,14 @@ class Filesystem:
             with self._handles_lock:
                 return self._opened_etags.get(ino)
 
-        return ObjectReader(self.store, node.key or "", node.etag, node.stored.size, refresh,
-                            latest_etag)
+        def changed() -> None:
+            # Another client replaced the object: neither the cached attributes
+            # nor the kernel's pages of this file are current any more.
+            self.cache.forget_tree(path)
+            self.on_stale(ino)
+
+        return ObjectReader(self.store, self._read_pool, node.key or "", node.etag,
+                            node.stored.size, refresh, latest_etag, changed)
 
     def create(self, parent_ino: int, name: str, mode: int, uid: int,
                gid: int) -> tuple[int, int, Attr]:
@@ -686,6 +702,8 @@ class Filesystem:
     def release(self, fh: int) -> None:
         with self._handles_lock:
             handle = self._handles.pop(fh, None)
+        if isinstance(handle, FileHandle) and handle.reader is not None:
+            handle.reader.close()
         if not isinstance(handle, FileHandle) or not handle.writable:
             return
         with self._files_lock:
