@@ -377,9 +377,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("ensure_diskfree", _integer(0), None, CACHE, _P, metavar="MB"),
     Option("free_space_ratio", _integer(0, 100), None, CACHE, _P),
     Option("max_cache_size", _integer(0), None, CACHE, _P, metavar="MB"),
-    Option("read_ahead_max", _integer(2, 1024), 16, CACHE, metavar="MB",
+    Option("read_ahead_max", _integer(2, 1024), 32, CACHE, metavar="MB",
            help="Largest read-ahead window of a file read sequentially: it starts at 1.125 "
-                "MiB and doubles up to this, fetched in parallel ranged GETs of up to 2 MiB."),
+                "MiB and doubles up to this, fetched in parallel ranged GETs of up to 8 MiB."),
     Option("read_ahead_memory", _integer(0, 64 * 1024), 64, CACHE, metavar="MB",
            help="Memory that the read-ahead of all open files may hold together; beyond it "
                 "reads fetch only what they ask for (0: no read-ahead)."),

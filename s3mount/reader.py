@@ -29,9 +29,9 @@ from .store import Store
 
 MiB = 1024 * 1024
 READ_AHEAD_FIRST = MiB + 128 * 1024
-READ_AHEAD_MAX = 16 * MiB
+READ_AHEAD_MAX = 32 * MiB
 READ_AHEAD_TOTAL = 64 * MiB
-READ_PART = 2 * MiB
+READ_PART = 8 * MiB
 READ_BACK = MiB
 
 
@@ -173,27 +173,31 @@ class ObjectReader:
         return self._next_offset - READ_BACK <= offset <= self._next_offset
 
     def _read_ahead(self, position: int) -> None:
-        """Keep the window requested ahead of ``position``, doubling it each time
-        more is requested, while the pool's budget allows."""
+        """Keep the window requested ahead of ``position``: more is requested once
+        half of it, or a whole part, is free, and the window doubles each time,
+        while the pool's budget allows."""
         ahead = self._fetched_to - position
-        if self._fetched_to >= self.size or ahead >= self._window // 2:
+        if self._fetched_to >= self.size or (
+                ahead >= self._window // 2 and ahead + READ_PART > self._window):
             return
         self._window = min(self._window * 2, self._pool.window)
-        self._request(self._fetched_to, position + self._window, needed_to=0)
+        end = min(position + self._window, self.size)
+        if end < self.size and end - self._fetched_to >= READ_PART:
+            end -= (end - self._fetched_to) % READ_PART  # whole parts only
+        self._request(self._fetched_to, end, needed_to=0)
 
     def _request(self, start: int, end: int, *, needed_to: int) -> None:
-        """Request [start, end) in parts; parts below ``needed_to`` are needed
-        now, the others are read-ahead and stop at the pool's budget."""
+        """Request [start, end) in parts of at most READ_PART; parts below
+        ``needed_to`` are needed now, the others are read-ahead and stop at the
+        pool's budget."""
         end = min(end, self.size)
-        count = max(1, -(-(end - start) // READ_PART))
-        step = -(-(end - start) // count)
-        for part_start in range(start, end, step):
-            part_end = min(part_start + step, end)
-            if not self._pool.reserve(part_end - part_start, needed=part_start < needed_to):
+        while start < end:
+            part_end = min(start + READ_PART, end)
+            if not self._pool.reserve(part_end - start, needed=start < needed_to):
                 return
-            self._parts.append(_Part(part_start, part_end,
-                                     self._pool.submit(self._fetcher(part_start, part_end))))
-            self._fetched_to = part_end
+            self._parts.append(_Part(start, part_end,
+                                     self._pool.submit(self._fetcher(start, part_end))))
+            self._fetched_to = start = part_end
 
     def _fetcher(self, start: int, end: int) -> Callable[[], bytes]:
         key, etag = self.key, self.etag

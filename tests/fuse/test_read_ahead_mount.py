@@ -50,7 +50,8 @@ def test_sequential_read_is_parallel_ranges_that_tile_the_file(s3, bucket, mount
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ordered)), ordered
     assert ranges[0] == (0, READ_AHEAD_FIRST)
     assert max(end - start for start, end in ranges) <= READ_PART
-    assert len(ranges) >= 20  # served by many parts, not one GET after another of the window
+    assert len(ranges) >= 6  # the window grows, in parts (fetched in parallel: see
+    # tests/store/test_read_ahead.py, which watches them run)
 
 
 def test_random_reads_fetch_only_their_bytes(s3, bucket, mount, proxy):
