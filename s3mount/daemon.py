@@ -5,6 +5,8 @@ notification socket, and signals (stop, log reopening, statistics).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import re
@@ -25,6 +27,39 @@ RELOAD_SIGNAL = signal.SIGHUP
 # handler its default action would kill the process). llfuse sends it only when
 # the mount is going away, so a SIGUSR1 while the mount serves is a user's.
 STATS_SIGNAL = signal.SIGUSR1
+
+
+# glibc's mallopt parameters.
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+# Buffers from this size up get memory of their own from the kernel, and give it
+# back when freed.
+MMAP_THRESHOLD = 1024 * 1024
+ARENA_MAX = 2
+
+
+def tune_malloc() -> bool:
+    """Make freed transfer buffers go back to the system (glibc only; False elsewhere).
+
+    By default glibc raises its mmap threshold to the size of the largest block
+    freed (up to 32 MiB), so once a multi-MiB part buffer was freed the next
+    ones come from the heap, and each worker thread's arena keeps what it once
+    held: the daemon's resident memory grew with every big transfer and never
+    shrank. A fixed threshold turns that dynamic adjustment off; fewer arenas
+    keep the many threads from holding memory each.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (musl has no mallopt)
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_ARENA_MAX, ARENA_MAX))
 
 
 def is_mounted(mountpoint: str, mountinfo: str = "/proc/self/mountinfo") -> bool:

@@ -17,7 +17,7 @@ import llfuse
 
 from .config import MountConfig
 from .credentials import resolve_credentials
-from .daemon import SignalThread, detach, is_mounted, notify_systemd
+from .daemon import SignalThread, detach, is_mounted, notify_systemd, tune_malloc
 from .errors import S3mountError
 from .fs import Filesystem, FsSettings
 from .fuse_ops import FuseOperations, StopRequested
@@ -220,6 +220,9 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
 
 def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None]) -> int:
     """Mount, run the FUSE loop until unmount or a stop signal, and clean up."""
+    if not tune_malloc():
+        log.info("cannot tune malloc (not glibc): memory freed by big transfers may stay "
+                 "with the process")
     ops = FuseOperations(fs, attr_timeout=kernel_timeout(config.settings.stat_cache_expire),
                          bucket_size=config.settings.bucket_size, on_ready=on_ready)
     loop_ended = threading.Event()

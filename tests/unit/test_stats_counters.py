@@ -1,11 +1,9 @@
-"""The counters of stats.py, the per-process snapshot of the virtual attribute,
-and the mount table check that tells a user's SIGUSR1 from llfuse's."""
+"""The counters of stats.py and the per-process snapshot of the virtual attribute."""
 
 from __future__ import annotations
 
 import json
 
-from s3mount.daemon import is_mounted
 from s3mount.stats import Stats, StatsXattr, api_name
 
 
@@ -60,14 +58,3 @@ def test_a_process_reading_twice_at_once_gets_the_same_snapshot():
     assert xattr.value(pid=8) != first  # another process sees the change
     clock.now += 1
     assert json.loads(xattr.value(pid=7))["bytes_up"] == 1000
-
-
-def test_is_mounted_reads_the_mount_table(tmp_path):
-    table = tmp_path / "mountinfo"
-    table.write_text(
-        "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
-        "95 22 0:52 / /tmp/with\\040space rw,nosuid,nodev,relatime shared:50 - "
-        "fuse.s3mount bucket rw,user_id=0,group_id=0\n")
-    assert is_mounted("/tmp/with space", str(table))
-    assert not is_mounted("/tmp/other", str(table))
-    assert is_mounted("/tmp/x", str(tmp_path / "missing"))  # cannot tell: assume mounted
