@@ -53,6 +53,9 @@ SYMLINK_CONTENT_TYPE = "application/octet-stream"
 # Entries of one listing whose attributes are fetched ahead of the lookups.
 PREFETCH_LIMIT = 5000
 POSIX_ACL_XATTRS = frozenset({"system.posix_acl_access", "system.posix_acl_default"})
+# What `ls -l` asks of every entry; with attrs_from_list, absent on listed entries
+# without a HEAD (s3mount never stores an ACL, see setxattr).
+LS_PROBED_XATTRS = POSIX_ACL_XATTRS | {"security.selinux"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +75,7 @@ class FsSettings:
     update_parent_dir_stat: bool = True
     read_ahead_max: int = READ_AHEAD_MAX  # bytes, per open file
     read_ahead_total: int = READ_AHEAD_TOTAL  # bytes, all open files together
+    attrs_from_list: bool = False  # lookups take listed entries' attributes from LIST alone
     default_uid: int = dataclasses.field(default_factory=os.geteuid)
     default_gid: int = dataclasses.field(default_factory=os.getegid)
 
@@ -354,6 +358,33 @@ class Filesystem:
             with self._prefetches_lock:
                 self._prefetches.pop(path, None)
 
+    def _listed_node(self, path: str) -> Node | None:
+        """With attrs_from_list: the attributes of ``path`` as its parent's cached
+        listing gives them (no HEAD), unless something better is known here.
+
+        Only what stat shows comes from here; everything that reads or changes
+        the object resolves it in full (_resolve), so a change never rewrites
+        metadata it has not seen.
+        """
+        if not self.settings.attrs_from_list or not path:
+            return None
+        if self._open_file(path) is not None or self.cache.get(path) is not None:
+            return None
+        parent, _, name = path.rpartition("/")
+        listing = self.cache.listing(parent)
+        child = listing.get(name) if listing is not None else None
+        if child is None or (child.file is None and not child.is_dir):
+            return None
+        self.stats.count("stat_cache_listed")
+        if child.is_dir:
+            return self._implicit_dir(path)
+        obj = child.file
+        attr = decode_attr(obj.key, size=obj.size, content_type=None,
+                           last_modified_ns=obj.last_modified_ns, metadata={},
+                           default_uid=self.settings.default_uid,
+                           default_gid=self.settings.default_gid)
+        return Node(attr, obj.key, obj.etag)
+
     def _exists(self, path: str) -> Node | None:
         try:
             return self._resolve(path)
@@ -440,7 +471,7 @@ class Filesystem:
             if skip_reason(name) is not None:
                 raise FsError(errno.ENOENT)
             path = f"{parent}/{name}" if parent else name
-        node = self._resolve(path)
+        node = self._listed_node(path) or self._resolve(path)
         return self.inodes.number(path, counted=True), self.shown(node.stored)
 
     def forget(self, ino: int, count: int) -> None:
@@ -451,7 +482,8 @@ class Filesystem:
             file = self._files.get(ino)
         if file is not None:
             return self.shown(file.attr)
-        return self.shown(self._resolve(self._path(ino)).stored)
+        path = self._path(ino)
+        return self.shown((self._listed_node(path) or self._resolve(path)).stored)
 
     def readlink(self, ino: int) -> bytes:
         node = self._resolve(self._path(ino))
@@ -467,6 +499,8 @@ class Filesystem:
         return data.strip()
 
     def getxattr(self, ino: int, name: str) -> bytes:
+        if name in LS_PROBED_XATTRS and self._listed_node(self._path(ino)) is not None:
+            raise FsError(errno.ENODATA)
         try:
             return self._node_of(ino).xattrs[name]
         except KeyError:
@@ -542,13 +576,14 @@ class Filesystem:
             children = self._list_children(path)
             self._unlisted_open_files(path, children)
             self.cache.put_listing(path, dict(children))
-        self._start_prefetches(path, children)
+        if not self.settings.attrs_from_list:
+            self._start_prefetches(path, children)
         entries = [DirEntry(".", ino, None),
                    DirEntry("..", self.inodes.number(path.rpartition("/")[0], counted=False)
                             if path else ROOT_INODE, None)]
         for name, child in sorted(children.items()):
             child_path = f"{path}/{name}" if path else name
-            cached = self.cache.get(child_path)
+            cached = self.cache.get(child_path) or self._listed_node(child_path)
             if cached is not None:
                 attr: Attr | None = self.shown(cached.stored)
             elif child.is_dir:

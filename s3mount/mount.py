@@ -171,6 +171,7 @@ def fs_settings(config: MountConfig, cache_dir: str) -> FsSettings:
         update_parent_dir_stat=s.update_parent_dir_stat,
         read_ahead_max=s.read_ahead_max * MiB,
         read_ahead_total=s.read_ahead_memory * MiB,
+        attrs_from_list=s.attrs_from_list,
     )
 
 

@@ -98,6 +98,7 @@ class Stats:
             "errors": errors,
             "stat_cache": {"hits": counts["stat_cache_hits"],
                            "negative_hits": counts["stat_cache_negative_hits"],
+                           "listed": counts["stat_cache_listed"],
                            "misses": counts["stat_cache_misses"]},
             "listing_cache": {"hits": counts["listing_cache_hits"],
                               "misses": counts["listing_cache_misses"]},
