@@ -47,10 +47,13 @@ class Stats:
     def request(self, operation: str, params: Mapping[str, Any]) -> None:
         """A request is about to be sent (``params``: botocore's parameters)."""
         body = params.get("Body")
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            size = len(body)
+        else:  # a stream, if any, must come with its length
+            size = params.get("ContentLength", 0)
         with self._lock:
             self._requests[operation] += 1
-            if isinstance(body, (bytes, bytearray, memoryview)):
-                self._counts["bytes_up"] += len(body)
+            self._counts["bytes_up"] += size
 
     def answered(self, operation: str, response: Mapping[str, Any]) -> None:
         """A successful answer: its retries, and the body length of a GET."""

@@ -25,6 +25,8 @@ def test_requests_bytes_retries_and_errors():
     stats = Stats(Clock())
     stats.request("put_object", {"Key": "k", "Body": b"12345"})
     stats.answered("put_object", {"ResponseMetadata": {"RetryAttempts": 2}})
+    stats.request("upload_part", {"Key": "k", "Body": object(), "ContentLength": 7})
+    stats.answered("upload_part", {})
     stats.request("get_object", {"Key": "k", "Range": "bytes=0-9"})
     stats.answered("get_object", {"ContentLength": 10, "ResponseMetadata": {}})
     stats.request("head_object", {"Key": "gone"})
@@ -36,16 +38,16 @@ def test_requests_bytes_retries_and_errors():
     stats.count("stat_cache_hits", 3)
     snap = stats.snapshot()
     assert snap["requests"] == {"GetObject": 2, "HeadObject": 1, "ListObjectsV2": 1,
-                                "PutObject": 1}
-    assert snap["requests_total"] == 5
-    assert (snap["bytes_up"], snap["bytes_down"], snap["retries"]) == (5, 10, 3)
+                                "PutObject": 1, "UploadPart": 1}
+    assert snap["requests_total"] == 6
+    assert (snap["bytes_up"], snap["bytes_down"], snap["retries"]) == (12, 10, 3)
     assert snap["not_found"] == 1
     assert snap["errors"] == {"GetObject PreconditionFailed": 1,
                               "ListObjectsV2 EndpointConnectionError": 1}
     assert snap["stat_cache"]["hits"] == 3
     assert json.loads(stats.to_json()) == snap
     assert stats.requests() == {"put_object": 1, "get_object": 2, "head_object": 1,
-                                "list_objects_v2": 1}
+                                "list_objects_v2": 1, "upload_part": 1}
 
 
 def test_a_process_reading_twice_at_once_gets_the_same_snapshot():
