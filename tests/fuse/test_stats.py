@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 from helpers import wait_until
+from s3proxy import Answer, Rule, operation_is
 
 STATS = "user.s3mount.stats"
 
@@ -25,7 +26,8 @@ def read_stats(mountpoint) -> dict:
 
 def test_counters_follow_a_known_workload(s3, bucket, mount, proxy):
     s3.put_object(Bucket=bucket, Key="existing", Body=b"e" * 100_000)
-    m = mount(bucket, url=proxy.url)
+    # No delayed directory-time update may slip a request in between.
+    m = mount(bucket, "update_parent_dir_stat=0", url=proxy.url)
     before = read_stats(m.path)
     assert before["requests_total"] == sum(before["requests"].values())
 
@@ -117,3 +119,14 @@ def test_sigusr1_logs_the_statistics_and_the_mount_goes_on(s3, bucket, mount):
     # llfuse's own SIGUSR1 to its workers as the loop ends logs nothing.
     assert m.stop() == 0
     assert m.log().count("statistics: ") == 2
+
+
+def test_retries_are_counted(s3, bucket, mount, proxy):
+    m = mount(bucket, "update_parent_dir_stat=0", url=proxy.url)
+    before = read_stats(m.path)
+    proxy.add(Rule(operation_is("PutObject"), Answer(503, "SlowDown"), times=2))
+    (m.path / "retried").write_bytes(b"in the end")
+    assert s3.get_object(Bucket=bucket, Key="retried")["Body"].read() == b"in the end"
+    after = read_stats(m.path)
+    assert after["retries"] - before["retries"] == 2
+    assert after["errors"] == before["errors"]  # the request succeeded in the end
