@@ -1,12 +1,15 @@
 """Running as a service: detaching once the mount is usable, systemd's
-notification socket, and signals (stop, log reopening).
+notification socket, and signals (stop, log reopening, statistics).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -19,9 +22,64 @@ log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 RELOAD_SIGNAL = signal.SIGHUP
-# llfuse interrupts its worker threads with SIGUSR1 when the loop ends; without
-# a handler its default action would kill the process.
-WAKE_SIGNAL = signal.SIGUSR1
+# SIGUSR1 has two senders: a user who asks for the statistics, and llfuse, which
+# interrupts its worker threads with it once the loop has ended (without a
+# handler its default action would kill the process). llfuse sends it only when
+# the mount is going away, so a SIGUSR1 while the mount serves is a user's.
+STATS_SIGNAL = signal.SIGUSR1
+
+
+# glibc's mallopt parameters.
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+# Buffers from this size up get memory of their own from the kernel, and give it
+# back when freed.
+MMAP_THRESHOLD = 1024 * 1024
+ARENA_MAX = 2
+
+
+def tune_malloc() -> bool:
+    """Make freed transfer buffers go back to the system (glibc only; False elsewhere).
+
+    By default glibc raises its mmap threshold to the size of the largest block
+    freed (up to 32 MiB), so once a multi-MiB part buffer was freed the next
+    ones come from the heap, and each worker thread's arena keeps what it once
+    held: the daemon's resident memory grew with every big transfer and never
+    shrank. A fixed threshold turns that dynamic adjustment off; fewer arenas
+    keep the many threads from holding memory each.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (musl has no mallopt)
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_ARENA_MAX, ARENA_MAX))
+
+
+def is_mounted(mountpoint: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether ``mountpoint`` (a real path: resolving one would ask the mount's
+    daemon, maybe this very process) is in the mount table."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(" ")
+                # The mount point is the fifth field, with space, tab, newline and
+                # backslash written as octal escapes.
+                if len(fields) > 4 and _unescape_mountinfo(fields[4]) == mountpoint:
+                    return True
+    except OSError:
+        return True  # cannot tell: assume it still is
+    return False
+
+
+def _unescape_mountinfo(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
 def notify_systemd(state: str, environ: Mapping[str, str] = os.environ) -> None:
@@ -51,9 +109,14 @@ class SignalThread:
     number to the wakeup fd at once, from whichever thread the signal hit.
     """
 
-    def __init__(self, on_stop: Callable[[int], None], on_reload: Callable[[], None]) -> None:
+    def __init__(self, on_stop: Callable[[int], None], on_reload: Callable[[], None],
+                 on_stats: Callable[[], None] = lambda: None,
+                 serving: Callable[[], bool] = lambda: True) -> None:
+        """``serving()`` says whether the mount still serves (see STATS_SIGNAL)."""
         self._on_stop = on_stop
         self._on_reload = on_reload
+        self._on_stats = on_stats
+        self._serving = serving
         self._stopping = False
 
     @contextlib.contextmanager
@@ -62,7 +125,7 @@ class SignalThread:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(write_end, False)
         previous = {sig: signal.signal(sig, _ignore)
-                    for sig in (*STOP_SIGNALS, RELOAD_SIGNAL, WAKE_SIGNAL)}
+                    for sig in (*STOP_SIGNALS, RELOAD_SIGNAL, STATS_SIGNAL)}
         previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         thread = threading.Thread(target=self._run, args=(read_end,), name="signals",
                                   daemon=True)
@@ -95,6 +158,8 @@ class SignalThread:
                 log.info("received SIGHUP, reopening the log file")
                 self._on_reload()
                 log.info("log file reopened after SIGHUP")
+            elif signum == STATS_SIGNAL and not self._stopping and self._serving():
+                self._on_stats()
         except Exception:
             log.exception("handling signal %d failed", signum)
 

@@ -39,7 +39,7 @@ from .meta import (
     split_key,
 )
 from .mime import MimeTypes
-from .reader import ObjectReader
+from .reader import READ_AHEAD_MAX, READ_AHEAD_TOTAL, ObjectReader, ReadPool
 from .stat_cache import StatCache
 from .store import ListedObject, ObjectInfo, Store
 from .transfer import Original, Transfer
@@ -53,6 +53,9 @@ SYMLINK_CONTENT_TYPE = "application/octet-stream"
 # Entries of one listing whose attributes are fetched ahead of the lookups.
 PREFETCH_LIMIT = 5000
 POSIX_ACL_XATTRS = frozenset({"system.posix_acl_access", "system.posix_acl_default"})
+# What `ls -l` asks of every entry; with attrs_from_list, absent on listed entries
+# without a HEAD (s3mount never stores an ACL, see setxattr).
+LS_PROBED_XATTRS = POSIX_ACL_XATTRS | {"security.selinux"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +73,9 @@ class FsSettings:
     max_thread_count: int = 10
     cache_dir: str = "/tmp"
     update_parent_dir_stat: bool = True
+    read_ahead_max: int = READ_AHEAD_MAX  # bytes, per open file
+    read_ahead_total: int = READ_AHEAD_TOTAL  # bytes, all open files together
+    attrs_from_list: bool = False  # lookups take listed entries' attributes from LIST alone
     default_uid: int = dataclasses.field(default_factory=os.geteuid)
     default_gid: int = dataclasses.field(default_factory=os.getegid)
 
@@ -129,6 +135,7 @@ class Filesystem:
     def __init__(self, store: Store, settings: FsSettings, transfer: Transfer, mime: MimeTypes,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.store = store
+        self.stats = store.stats
         self.settings = settings
         self.transfer = transfer
         self.mime = mime
@@ -146,6 +153,8 @@ class Filesystem:
         self._prefetcher = ThreadPoolExecutor(settings.max_thread_count,
                                               thread_name_prefix="s3mount-prefetch")
         self._prefetches: dict[str, Future[tuple[Node | None, int]]] = {}
+        self._read_pool = ReadPool(settings.max_thread_count, window=settings.read_ahead_max,
+                                   total=settings.read_ahead_total)
         self._prefetches_lock = threading.Lock()
         self._handles: dict[int, Any] = {}
         self._handles_lock = threading.Lock()
@@ -174,6 +183,7 @@ class Filesystem:
                 failed.append(file.key)
         self._dir_times.close()
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        self._read_pool.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.transfer.close()
         return failed
@@ -293,9 +303,12 @@ class Filesystem:
             return self._file_node(file)
         node = self.cache.get(path)
         if node is not None:
+            self.stats.count("stat_cache_hits")
             return node
         if self.cache.is_missing(path):
+            self.stats.count("stat_cache_negative_hits")
             raise FsError(errno.ENOENT)
+        self.stats.count("stat_cache_misses")
         since = self.cache.changes
         found, node = self._prefetched(path)
         if not found:
@@ -352,6 +365,33 @@ class Filesystem:
         finally:
             with self._prefetches_lock:
                 self._prefetches.pop(path, None)
+
+    def _listed_node(self, path: str) -> Node | None:
+        """With attrs_from_list: the attributes of ``path`` as its parent's cached
+        listing gives them (no HEAD), unless something better is known here.
+
+        Only what stat shows comes from here; everything that reads or changes
+        the object resolves it in full (_resolve), so a change never rewrites
+        metadata it has not seen.
+        """
+        if not self.settings.attrs_from_list or not path:
+            return None
+        if self._open_file(path) is not None or self.cache.get(path) is not None:
+            return None
+        parent, _, name = path.rpartition("/")
+        listing = self.cache.listing(parent)
+        child = listing.get(name) if listing is not None else None
+        if child is None or (child.file is None and not child.is_dir):
+            return None
+        self.stats.count("stat_cache_listed")
+        if child.is_dir:
+            return self._implicit_dir(path)
+        obj = child.file
+        attr = decode_attr(obj.key, size=obj.size, content_type=None,
+                           last_modified_ns=obj.last_modified_ns, metadata={},
+                           default_uid=self.settings.default_uid,
+                           default_gid=self.settings.default_gid)
+        return Node(attr, obj.key, obj.etag)
 
     def _exists(self, path: str) -> Node | None:
         try:
@@ -442,7 +482,7 @@ class Filesystem:
             if skip_reason(name) is not None:
                 raise FsError(errno.ENOENT)
             path = f"{parent}/{name}" if parent else name
-        node = self._resolve(path)
+        node = self._listed_node(path) or self._resolve(path)
         return self.inodes.number(path, counted=True), self.shown(node.stored)
 
     def forget(self, ino: int, count: int) -> None:
@@ -453,7 +493,8 @@ class Filesystem:
             file = self._files.get(ino)
         if file is not None:
             return self.shown(file.attr)
-        return self.shown(self._resolve(self._path(ino)).stored)
+        path = self._path(ino)
+        return self.shown((self._listed_node(path) or self._resolve(path)).stored)
 
     def readlink(self, ino: int) -> bytes:
         node = self._resolve(self._path(ino))
@@ -470,6 +511,8 @@ class Filesystem:
         return data.strip()
 
     def getxattr(self, ino: int, name: str) -> bytes:
+        if name in LS_PROBED_XATTRS and self._listed_node(self._path(ino)) is not None:
+            raise FsError(errno.ENODATA)
         try:
             return self._node_of(ino).xattrs[name]
         except KeyError:
@@ -548,18 +591,20 @@ class Filesystem:
     def opendir(self, ino: int) -> int:
         path = self._path(ino)
         children = self.cache.listing_copy(path)
+        self.stats.count("listing_cache_misses" if children is None else "listing_cache_hits")
         if children is None:
             since = self.cache.changes
             children = self._list_children(path)
             self._unlisted_open_files(path, children)
             self.cache.put_listing(path, dict(children), since)
-        self._start_prefetches(path, children)
+        if not self.settings.attrs_from_list:
+            self._start_prefetches(path, children)
         entries = [DirEntry(".", ino, None),
                    DirEntry("..", self.inodes.number(path.rpartition("/")[0], counted=False)
                             if path else ROOT_INODE, None)]
         for name, child in sorted(children.items()):
             child_path = f"{path}/{name}" if path else name
-            cached = self.cache.get(child_path)
+            cached = self.cache.get(child_path) or self._listed_node(child_path)
             if cached is not None:
                 attr: Attr | None = self.shown(cached.stored)
             elif child.is_dir:
@@ -639,8 +684,14 @@ class Filesystem:
             with self._handles_lock:
                 return self._opened_etags.get(ino)
 
-        return ObjectReader(self.store, node.key or "", node.etag, node.stored.size, refresh,
-                            latest_etag)
+        def changed() -> None:
+            # Another client replaced the object: neither the cached attributes
+            # nor the kernel's pages of this file are current any more.
+            self.cache.forget_tree(path)
+            self.on_stale(ino)
+
+        return ObjectReader(self.store, self._read_pool, node.key or "", node.etag,
+                            node.stored.size, refresh, latest_etag, changed)
 
     def create(self, parent_ino: int, name: str, mode: int, uid: int,
                gid: int) -> tuple[int, int, Attr]:
@@ -707,6 +758,8 @@ class Filesystem:
     def release(self, fh: int) -> None:
         with self._handles_lock:
             handle = self._handles.pop(fh, None)
+        if isinstance(handle, FileHandle) and handle.reader is not None:
+            handle.reader.close()
         if not isinstance(handle, FileHandle) or not handle.writable:
             return
         with self._files_lock:

@@ -21,7 +21,9 @@ import llfuse
 
 from .errors import FsError
 from .fs import AttrChanges, DirEntry, Filesystem
+from .inodes import ROOT_INODE
 from .meta import Attr
+from .stats import STATS_XATTR, StatsXattr
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,11 @@ class FuseOperations(llfuse.Operations):
         self.blocks = -(-bucket_size // STATFS_BLOCK) if bucket_size else STATFS_BLOCKS
         self._on_ready = on_ready
         self.stop_requested = False
+        self._stats_xattr = StatsXattr(fs.stats)
+
+    def _is_stats(self, inode: int, name: bytes) -> bool:
+        """The mount root's virtual attribute with the statistics: computed, never stored."""
+        return inode == ROOT_INODE and name == STATS_XATTR.encode()
 
     def request_stop(self) -> None:
         """Make the next request end the main loop (see StopRequested)."""
@@ -225,10 +232,14 @@ class FuseOperations(llfuse.Operations):
 
     @handler
     def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        if self._is_stats(inode, name):
+            raise llfuse.FUSEError(errno.EPERM)
         self.fs.setxattr(inode, _name(name), value)
 
     @handler
     def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        if self._is_stats(inode, name):
+            raise llfuse.FUSEError(errno.EPERM)
         try:
             self.fs.removexattr(inode, _name(name))
         except FsError as exc:
@@ -244,6 +255,8 @@ class FuseOperations(llfuse.Operations):
 
     @handler
     def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        if self._is_stats(inode, name):
+            return self._stats_xattr.value(ctx.pid if ctx is not None else 0)
         try:
             return self.fs.getxattr(inode, _name(name))
         except FsError as exc:
@@ -253,7 +266,8 @@ class FuseOperations(llfuse.Operations):
 
     @handler
     def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
-        return [os.fsencode(name) for name in self.fs.listxattr(inode)]
+        return [os.fsencode(name) for name in self.fs.listxattr(inode)
+                if not self._is_stats(inode, os.fsencode(name))]
 
     @handler
     def statfs(self, ctx: Any = None) -> llfuse.StatvfsData:

@@ -17,12 +17,13 @@ import llfuse
 
 from .config import MountConfig
 from .credentials import resolve_credentials
-from .daemon import SignalThread, detach, notify_systemd
+from .daemon import SignalThread, detach, is_mounted, notify_systemd, tune_malloc
 from .errors import S3mountError
 from .fs import Filesystem, FsSettings
 from .fuse_ops import FuseOperations, StopRequested
 from .log import redactor, reopen_log_files, setup_logging
 from .mime import MimeTypes
+from .stats import Stats, log_stats
 from .store import SseC, Store, StoreSettings, default_region, verify_setting, wants_path_style
 from .transfer import MiB, Transfer, TransferSettings
 
@@ -168,6 +169,9 @@ def fs_settings(config: MountConfig, cache_dir: str) -> FsSettings:
         max_thread_count=s.max_thread_count,
         cache_dir=cache_dir,
         update_parent_dir_stat=s.update_parent_dir_stat,
+        read_ahead_max=s.read_ahead_max * MiB,
+        read_ahead_total=s.read_ahead_memory * MiB,
+        attrs_from_list=s.attrs_from_list,
     )
 
 
@@ -208,7 +212,7 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
     except OSError as exc:
         raise S3mountError(f"cannot read the MIME table {s.mime}: {exc.strerror}; check "
                            "-o mime=") from None
-    store = Store(store_settings(config, environ), credentials)
+    store = Store(store_settings(config, environ), credentials, Stats())
     store.probe(config.prefix)
     cache_dir = cache_directory(config)
     return Filesystem(store, fs_settings(config, cache_dir),
@@ -217,13 +221,19 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
 
 def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None]) -> int:
     """Mount, run the FUSE loop until unmount or a stop signal, and clean up."""
+    if not tune_malloc():
+        log.info("cannot tune malloc (not glibc): memory freed by big transfers may stay "
+                 "with the process")
     ops = FuseOperations(fs, attr_timeout=kernel_timeout(config.settings.stat_cache_expire),
                          bucket_size=config.settings.bucket_size, on_ready=on_ready)
     loop_ended = threading.Event()
     workers = 1 if config.single_threaded else max(2, config.settings.max_thread_count)
+    mountpoint = os.path.realpath(config.mountpoint)
     signals = SignalThread(
         on_stop=lambda _signum: _stop_serving(ops, config.mountpoint, loop_ended, workers),
-        on_reload=reopen_log_files)
+        on_reload=reopen_log_files,
+        on_stats=lambda: log_stats(fs.stats),
+        serving=lambda: not loop_ended.is_set() and is_mounted(mountpoint))
     with signals.installed():
         try:
             llfuse.init(ops, config.mountpoint, fuse_options(config))
@@ -255,6 +265,7 @@ def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None]) -> 
     if failed:
         log.error("could not upload %d changed files: %s", len(failed), ", ".join(failed))
         status = 1
+    log.info("statistics at unmount: %s", fs.stats.to_json())
     log.info("unmounted %s", config.mountpoint)
     return status
 

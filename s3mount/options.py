@@ -377,6 +377,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("ensure_diskfree", _integer(0), None, CACHE, _P, metavar="MB"),
     Option("free_space_ratio", _integer(0, 100), None, CACHE, _P),
     Option("max_cache_size", _integer(0), None, CACHE, _P, metavar="MB"),
+    Option("attrs_from_list", None, False, CACHE,
+           help="For read-mostly data sets: stat shows listed entries with what LIST "
+                "says (size, Last-Modified as the times) and no HEAD per entry, so a cold "
+                "ls -l of 1,000 files is one request. Modes and owners are then those of "
+                "umask=/uid=/gid= (else 0640 for files, 0750 for directories, and the "
+                "mounting user), not the stored ones; symbolic links and special files "
+                "look like regular files, and ls sees no ACL or SELinux label. Reads, "
+                "other xattrs and changes still HEAD the object."),
+    Option("read_ahead_max", _integer(2, 1024), 32, CACHE, metavar="MB",
+           help="Largest read-ahead window of a file read sequentially: it starts at 1.125 "
+                "MiB and doubles up to this, fetched in parallel ranged GETs of up to 8 MiB."),
+    Option("read_ahead_memory", _integer(0, 64 * 1024), 64, CACHE, metavar="MB",
+           help="Memory that the read-ahead of all open files may hold together; beyond it "
+                "reads fetch only what they ask for (0: no read-ahead)."),
     Option("tmpdir", _string, None, CACHE, metavar="DIR",
            help="Where the private cache directory is made when use_cache is not given "
                 "(default: $TMPDIR or /tmp)."),

@@ -1,20 +1,85 @@
 """Reading an object that is not open for writing: ranged GETs pinned to the
 ETag seen at open, with a read-ahead window for sequential reads.
+
+The window works like mountpoint-s3's prefetcher. A read where the previous
+one ended (or at the start of the file) begins a sequential stream: a first
+request of READ_AHEAD_FIRST bytes, then requests that double up to the
+maximum window, each split into parts of at most READ_PART bytes that are
+fetched in parallel (by the shared ReadPool's threads). Reads that jump
+forward within what was requested, or back by at most READ_BACK bytes, are
+served from it; any other read drops it and fetches only the bytes it asks
+for (a random read), and a read that continues it begins a new stream.
+
+Memory: a stream holds at most its window ahead of the reader plus READ_BACK
+behind, and all streams together at most the pool's total: beyond it a stream
+does not read ahead (the bytes a read needs are always fetched).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .errors import FsError
+from .stats import Stats
 from .store import Store
 
-# Sequential reads fetch ahead in a window that doubles from the first size to
-# the maximum; random reads fetch only what was asked for.
-READ_AHEAD_FIRST = 1024 * 1024 + 128 * 1024
-READ_AHEAD_MAX = 8 * 1024 * 1024
+MiB = 1024 * 1024
+READ_AHEAD_FIRST = MiB + 128 * 1024
+READ_AHEAD_MAX = 32 * MiB
+READ_AHEAD_TOTAL = 64 * MiB
+READ_PART = 8 * MiB
+READ_BACK = MiB
+
+
+class ReadPool:
+    """The threads that fetch read-ahead parts for every open file, and the
+    budget of bytes that all read-ahead windows may hold together."""
+
+    def __init__(self, threads: int, *, window: int = READ_AHEAD_MAX,
+                 total: int = READ_AHEAD_TOTAL) -> None:
+        self.window = max(window, READ_AHEAD_FIRST)
+        self.total = total
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="s3mount-read")
+        self._lock = threading.Lock()
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        """Bytes reserved by read-ahead windows now."""
+        with self._lock:
+            return self._held
+
+    def reserve(self, size: int, *, needed: bool) -> bool:
+        """Count ``size`` bytes against the total; read-ahead (not ``needed``) is
+        refused when it would exceed it."""
+        with self._lock:
+            if not needed and self._held + size > self.total:
+                return False
+            self._held += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._held -= size
+
+    def submit(self, fetch: Callable[[], bytes]) -> Future[bytes]:
+        return self._executor.submit(fetch)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclasses.dataclass(eq=False)
+class _Part:
+    """Bytes [start, end) of the object, being fetched or fetched."""
+
+    start: int
+    end: int
+    future: Future[bytes]
 
 
 class ObjectReader:
@@ -22,23 +87,29 @@ class ObjectReader:
     this mount itself changed the file (``latest_etag`` says which version it
     wrote last), and when the ETag known at open is outdated before any data was
     read, so that a file that another client replaced is read afresh. Once data
-    was served, a change by another client is ESTALE: never a mix of two versions."""
+    was served, a change by another client is ESTALE: never a mix of two versions;
+    ``changed`` is then called, so that the next open does not mix either."""
 
-    def __init__(self, store: Store, key: str, etag: str, size: int,
+    def __init__(self, store: Store, pool: ReadPool, key: str, etag: str, size: int,
                  refresh: Callable[[], tuple[str, str, int]],
-                 latest_etag: Callable[[], str | None]) -> None:
+                 latest_etag: Callable[[], str | None],
+                 changed: Callable[[], None] = lambda: None) -> None:
         self._store = store
+        self._stats: Stats = store.stats
+        self._pool = pool
         self.key = key
         self.etag = etag
         self.size = size
         self._refresh = refresh
         self._latest_etag = latest_etag
+        self._changed = changed
         self._served = False
         self._lock = threading.Lock()
-        self._buffer_start = 0
-        self._buffer = b""
-        self._next_offset = 0
+        # The stream: contiguous parts from _parts[0].start to _fetched_to.
+        self._parts: list[_Part] = []
+        self._fetched_to = 0
         self._window = 0
+        self._next_offset = 0
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
@@ -46,33 +117,117 @@ class ObjectReader:
             if latest is not None and latest != self.etag:
                 self._follow()
             try:
-                return self._read(offset, size)
+                data = self._read(offset, size)
             except FsError as exc:
-                if exc.errno != errno.ESTALE or self._served:
+                self._drop_parts()
+                if exc.errno != errno.ESTALE:
+                    raise
+                if self._served:
+                    self._changed()
                     raise
                 self._follow()
-                return self._read(offset, size)
+                data = self._read(offset, size)
+            self._served = True
+            self._stats.count("read_bytes", len(data))
+            return data
+
+    def close(self) -> None:
+        """Drop the read-ahead (the handle is released)."""
+        with self._lock:
+            self._drop_parts()
 
     def _follow(self) -> None:
+        self._drop_parts()
         self.key, self.etag, self.size = self._refresh()
-        self._buffer_start, self._buffer = 0, b""
+        self._next_offset = 0
 
     def _read(self, offset: int, size: int) -> bytes:
-        if offset >= self.size or size <= 0:
-            return b""
         end = min(offset + size, self.size)
-        start_in_buffer = offset - self._buffer_start
-        if start_in_buffer >= 0 and end <= self._buffer_start + len(self._buffer):
-            data = self._buffer[start_in_buffer:start_in_buffer + (end - offset)]
+        if offset >= end:
+            return b""
+        if self._parts and self._parts[0].start <= offset < self._fetched_to:
+            self._stats.count("read_hits" if end <= self._fetched_to else "read_misses")
         else:
-            if offset == self._next_offset:
-                self._window = min(max(self._window * 2, READ_AHEAD_FIRST), READ_AHEAD_MAX)
-            else:
+            self._drop_parts()
+            self._stats.count("read_misses")
+            if not self._continues(offset):
+                # A random read: only what it asks for, and no stream until reads
+                # follow each other again.
+                self._next_offset = end
                 self._window = 0
-            fetch_end = min(max(end, offset + self._window), self.size)
-            fetched = self._store.get_range(self.key, offset, fetch_end - 1, self.etag)
-            self._buffer_start, self._buffer = offset, fetched
-            data = fetched[: end - offset]
+                return self._store.get_range(self.key, offset, end - 1, self.etag)
+            self._window = READ_AHEAD_FIRST
+            self._fetched_to = offset
+            self._request(offset, max(end, offset + self._window), needed_to=end)
+        if end > self._fetched_to:
+            self._request(self._fetched_to, end, needed_to=end)
+        data = self._collect(offset, end)
         self._next_offset = end
-        self._served = True
+        self._forget_before(offset - READ_BACK)
+        self._read_ahead(end)
         return data
+
+    def _continues(self, offset: int) -> bool:
+        """Whether a read at ``offset`` continues the previous one (the kernel may
+        deliver the reads of one sequential stream a little out of order)."""
+        return self._next_offset - READ_BACK <= offset <= self._next_offset
+
+    def _read_ahead(self, position: int) -> None:
+        """Keep the window requested ahead of ``position``: more is requested once
+        half of it, or a whole part, is free, and the window doubles each time,
+        while the pool's budget allows."""
+        ahead = self._fetched_to - position
+        if self._fetched_to >= self.size or (
+                ahead >= self._window // 2 and ahead + READ_PART > self._window):
+            return
+        self._window = min(self._window * 2, self._pool.window)
+        end = min(position + self._window, self.size)
+        if end < self.size and end - self._fetched_to >= READ_PART:
+            end -= (end - self._fetched_to) % READ_PART  # whole parts only
+        self._request(self._fetched_to, end, needed_to=0)
+
+    def _request(self, start: int, end: int, *, needed_to: int) -> None:
+        """Request [start, end) in parts of at most READ_PART; parts below
+        ``needed_to`` are needed now, the others are read-ahead and stop at the
+        pool's budget."""
+        end = min(end, self.size)
+        while start < end:
+            part_end = min(start + READ_PART, end)
+            if not self._pool.reserve(part_end - start, needed=start < needed_to):
+                return
+            self._parts.append(_Part(start, part_end,
+                                     self._pool.submit(self._fetcher(start, part_end))))
+            self._fetched_to = start = part_end
+
+    def _fetcher(self, start: int, end: int) -> Callable[[], bytes]:
+        key, etag = self.key, self.etag
+        return lambda: self._store.get_range(key, start, end - 1, etag)
+
+    def _collect(self, offset: int, end: int) -> bytes:
+        pieces = []
+        for part in self._parts:
+            if part.end <= offset or part.start >= end:
+                continue
+            data = part.future.result()
+            if len(data) != part.end - part.start:
+                raise FsError(errno.EIO, f"get_object: {len(data)} bytes for a range of "
+                                         f"{part.end - part.start}")
+            pieces.append(data[max(offset, part.start) - part.start:
+                               min(end, part.end) - part.start])
+        return b"".join(pieces)
+
+    def _forget_before(self, offset: int) -> None:
+        while self._parts and self._parts[0].end <= offset:
+            self._discard(self._parts.pop(0))
+
+    def _drop_parts(self) -> None:
+        for part in self._parts:
+            self._discard(part)
+        self._parts = []
+        self._fetched_to = 0
+
+    def _discard(self, part: _Part) -> None:
+        """Give the part's bytes back to the budget once no request holds them."""
+        part.future.cancel()  # if it has not started
+        size = part.end - part.start
+        part.future.add_done_callback(lambda _future: self._pool.release(size))

@@ -23,7 +23,7 @@ import logging
 import os
 import stat
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +44,7 @@ from botocore.exceptions import (
 from . import __version__
 from .credentials import Credentials
 from .errors import CredentialsError, FsError, S3mountError, errno_for_s3_code
+from .stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -317,12 +318,12 @@ def default_verify(environ: Mapping[str, str]) -> str | None:
 class Store:
     """S3 operations on one bucket."""
 
-    def __init__(self, settings: StoreSettings, credentials: Credentials | None) -> None:
+    def __init__(self, settings: StoreSettings, credentials: Credentials | None,
+                 stats: Stats | None = None) -> None:
         self.bucket = settings.bucket
         self.endpoint = settings.url or "AWS S3"
         self._list_max_keys = settings.list_max_keys
-        self._counts: Counter[str] = Counter()
-        self._counts_lock = threading.Lock()
+        self.stats = stats or Stats()
         session = botocore.session.get_session()
         if settings.only_instance_role:
             _keep_only_instance_role(session)
@@ -378,20 +379,22 @@ class Store:
                                               _no_region_redirect)
 
     def request_counts(self) -> dict[str, int]:
-        with self._counts_lock:
-            return dict(self._counts)
+        return self.stats.requests()
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        with self._counts_lock:
-            self._counts[operation] += 1
+        self.stats.request(operation, params)
         try:
-            return getattr(self._client, operation)(Bucket=self.bucket, **params)
+            response = getattr(self._client, operation)(Bucket=self.bucket, **params)
         except ClientError as exc:
             code = _error_code(exc)
+            self.stats.failed(operation, code, exc.response)
             raise S3Error(errno_for_s3_code(code), f"{operation}: {code}", code) from exc
         except (BotoCoreError, OSError) as exc:
+            self.stats.failed(operation, type(exc).__name__, None)
             log.warning("%s on %s failed: %s", operation, self.endpoint, exc)
             raise FsError(errno.EIO, f"{operation}: {type(exc).__name__}") from exc  # EIO
+        self.stats.answered(operation, response)
+        return response
 
     def head(self, key: str) -> ObjectInfo | None:
         """HEAD an object; None when it does not exist."""
