@@ -48,7 +48,6 @@ from .tree import is_partial_copy, list_tree, move_tree
 log = logging.getLogger(__name__)
 
 SYMLINK_MAX = 4095
-MAX_WARNED = 10_000
 SYMLINK_CONTENT_TYPE = "application/octet-stream"
 # Entries of one listing whose attributes are fetched ahead of the lookups.
 PREFETCH_LIMIT = 5000
@@ -56,6 +55,28 @@ POSIX_ACL_XATTRS = frozenset({"system.posix_acl_access", "system.posix_acl_defau
 # What `ls -l` asks of every entry; with attrs_from_list, absent on listed entries
 # without a HEAD (s3mount never stores an ACL, see setxattr).
 LS_PROBED_XATTRS = POSIX_ACL_XATTRS | {"security.selinux"}
+
+
+class OnceWarnings:
+    """Problems with the bucket's data, logged once per mount. Past ``limit`` distinct
+    problems, one last line says so: a bucket of hostile keys must not make every
+    listing log them all again."""
+
+    def __init__(self, logger: logging.Logger, limit: int = 10_000) -> None:
+        self._log = logger
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            if message in self._seen or len(self._seen) > self._limit:
+                return
+            self._seen.add(message)
+            if len(self._seen) > self._limit:
+                message = (f"more than {self._limit} problems with keys or metadata; "
+                           "no more are logged")
+        self._log.warning("%s", message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +187,7 @@ class Filesystem:
         # again and its ETag changed (another client wrote it), the cache must go.
         self._opened_etags: dict[int, str] = {}
         self.on_stale: Callable[[int], None] = lambda ino: None
-        self._warned: set[str] = set()
-        self._warned_lock = threading.Lock()
+        self._warnings = OnceWarnings(log)
         self._dir_times = DirTimeUpdates(self._persist_dir_times,
                                          enabled=settings.update_parent_dir_stat)
 
@@ -214,17 +234,7 @@ class Filesystem:
         return path
 
     def _warn_once(self, message: str) -> None:
-        """Log a problem with the bucket's data once per mount. Past MAX_WARNED distinct
-        problems, one last line says so: a bucket of hostile keys must not make every
-        listing log them all again."""
-        with self._warned_lock:
-            if message in self._warned or len(self._warned) > MAX_WARNED:
-                return
-            self._warned.add(message)
-            if len(self._warned) > MAX_WARNED:
-                message = (f"more than {MAX_WARNED} problems with keys or metadata; "
-                           "no more are logged")
-        log.warning("%s", message)
+        self._warnings.warn(message)
 
     def _decode(self, info: ObjectInfo, *, force_dir: bool = False) -> Node:
         def warn_xattrs(message: str) -> None:
