@@ -126,6 +126,34 @@ Action = Answer | Drop | Reset | Stall | Truncate | Corrupt | SetHeader
 Matcher = Callable[[ProxyRequest], bool]
 
 
+def request_faults(stall: float) -> dict[str, Action]:
+    """Every fault a request can meet, by name: error answers, and connections
+    dropped, reset or stalled (``stall`` seconds) before the server sees the
+    request or after (the change is made, the answer lost)."""
+    return {
+        "500": Answer(500, "InternalError"),
+        "503-slowdown": Answer(503, "SlowDown"),
+        "429-throttled": Answer(429, "TooManyRequests"),
+        "drop": Drop(),
+        "reset": Reset(),
+        "stall": Stall(stall),
+        "lost-answer": Drop(forward=True),
+        "reset-after": Reset(forward=True),
+        "stall-after": Stall(stall, forward=True),
+    }
+
+
+def body_faults(stall: float) -> dict[str, Action]:
+    """Every fault an answer's body can meet, by name: cut short (and stalled), corrupted."""
+    return {
+        "cut-half": Truncate(0.5),
+        "cut-headers-only": Truncate(0.0),
+        "cut-then-stall": Truncate(0.3, stall=stall),
+        "one-byte-flipped": Corrupt(1),
+        "many-bytes-flipped": Corrupt(100),
+    }
+
+
 @dataclasses.dataclass
 class Rule:
     """Apply ``action`` to matching requests: always, the first ``times`` ones, or by
