@@ -282,7 +282,7 @@ class Workload:
 
 def run_workload(s3, bucket: str, mount, tmp_path: Path, s3_server, operations: int,
                  seed: int, big_every: int) -> None:
-    with S3Proxy(s3_server.url, fault_rules(0.01), seed=seed) as proxy:
+    with S3Proxy(s3_server.url, fault_rules(0.011), seed=seed) as proxy:
         m = mount(bucket, "retries=6", TIMEOUTS, SMALL_PARTS, url=proxy.url)
         reference = tmp_path / "reference"
         workload = Workload(m.path, reference, seed, proxy, big_every)
@@ -306,7 +306,7 @@ def run_workload(s3, bucket: str, mount, tmp_path: Path, s3_server, operations: 
 
 
 def test_workload_under_faults(s3, bucket: str, mount, tmp_path: Path, s3_server) -> None:
-    run_workload(s3, bucket, mount, tmp_path, s3_server, operations=40, seed=11, big_every=0)
+    run_workload(s3, bucket, mount, tmp_path, s3_server, operations=60, seed=11, big_every=0)
 
 
 @pytest.mark.long
