@@ -707,18 +707,30 @@ class Store:
         self._sse_forget(key)
 
     def delete_many(self, keys: list[str]) -> None:
-        """Delete in batches of 1000; a key that fails to delete is an error."""
+        """Delete in batches of 1000; a key that fails to delete is an error.
+
+        Keys that fail for a passing reason (SlowDown, InternalError) are retried
+        like a failed request, alone.
+        """
         for key in keys:
             self._sse_forget(key)
         for start in range(0, len(keys), 1000):
             batch = keys[start:start + 1000]
-            response = self._call("delete_objects", Delete={
-                "Objects": [{"Key": key} for key in batch], "Quiet": True})
-            errors = response.get("Errors") or []
-            if errors:
-                first = errors[0]
-                raise FsError(errno_for_s3_code(first.get("Code", "")),
-                              f"delete_objects: {first.get('Code')} for {len(errors)} keys")
+            self._retrying("delete_objects", None, lambda batch=batch: self._delete_batch(batch))
+
+    def _delete_batch(self, batch: list[str]) -> None:
+        """One DeleteObjects; on transient failures of some keys, ``batch`` becomes them."""
+        response = self._request("delete_objects", {"Delete": {
+            "Objects": [{"Key": key} for key in batch], "Quiet": True}})
+        errors = response.get("Errors") or []
+        if not errors:
+            return
+        code = str(errors[0].get("Code", ""))
+        transient = all(transient_answer(None, str(e.get("Code", ""))) for e in errors)
+        if transient:
+            batch[:] = [e["Key"] for e in errors]
+        raise S3Error(errno_for_s3_code(code), f"delete_objects: {code} for {len(errors)} keys",
+                      code, transient=transient)
 
     def create_multipart(self, key: str, *, metadata: Mapping[str, str],
                          content_type: str, copy_of: tuple[str, str | None] | None = None

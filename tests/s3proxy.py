@@ -10,6 +10,7 @@ inside it passes through byte-exact.
 What a rule can do (its action):
 
 * ``Answer(503, "SlowDown")``: an S3 error of the proxy's own (500, 503, 429 ...);
+* ``Reply(status, body)``: any answer of the proxy's own;
 * ``Drop()`` / ``Reset()``: close the connection without answering (FIN / RST);
 * ``Stall(seconds)``: answer nothing for that long (past the client's read
   timeout), then close;
@@ -76,6 +77,14 @@ class Answer:
 
 
 @dataclasses.dataclass(frozen=True)
+class Reply:
+    """Answer with this status and XML body, without forwarding."""
+
+    status: int
+    body: bytes
+
+
+@dataclasses.dataclass(frozen=True)
 class Drop:
     """Close the connection without answering (the client sees it closed)."""
 
@@ -122,7 +131,7 @@ class SetHeader:
     value: str
 
 
-Action = Answer | Drop | Reset | Stall | Truncate | Corrupt | SetHeader
+Action = Answer | Reply | Drop | Reset | Stall | Truncate | Corrupt | SetHeader
 Matcher = Callable[[ProxyRequest], bool]
 
 
@@ -383,6 +392,8 @@ class _Handler(BaseHTTPRequestHandler):
                      f"</Code><Message>{escape(action.message)}</Message>"
                      "<RequestId>s3proxy</RequestId></Error>").encode()
             self._respond(action.status, "", [("Content-Type", "application/xml")], error)
+        elif isinstance(action, Reply):
+            self._respond(action.status, "", [("Content-Type", "application/xml")], action.body)
         elif isinstance(action, (Drop, Reset, Stall)):
             if action.forward:
                 self._fetch(request)

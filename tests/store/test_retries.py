@@ -22,6 +22,8 @@ from s3proxy import (
     Answer,
     Corrupt,
     Drop,
+    ProxyRequest,
+    Reply,
     Rule,
     S3Proxy,
     SetHeader,
@@ -322,6 +324,49 @@ def test_lost_answer_of_an_abort(s3, bucket: str, proxy: S3Proxy,
     store.abort_multipart("k", upload_id)
     assert proxy.counts()["AbortMultipartUpload"] == 2
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def delete_errors(code: str, *keys: str) -> bytes:
+    errors = "".join(f"<Error><Key>{key}</Key><Code>{code}</Code><Message>m</Message></Error>"
+                     for key in keys)
+    return f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult>{errors}</DeleteResult>'.encode()
+
+
+def test_keys_that_fail_to_delete_for_a_passing_reason_are_retried(
+        s3, bucket: str, proxy: S3Proxy, make_store: StoreFactory) -> None:
+    """Only the keys that failed are sent again ("gone" never existed, so the
+    answer that only a and b failed is true although nothing was forwarded)."""
+    for key in ("a", "b", "c"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    bodies: list[bytes] = []
+
+    def record(request: ProxyRequest) -> bool:  # a rule that only watches
+        if request.operation == "DeleteObjects":
+            bodies.append(request.body)
+        return False
+
+    proxy.add(Rule(record, Answer(500, "InternalError")))
+    proxy.add(Rule(operation_is("DeleteObjects"), Reply(200, delete_errors("SlowDown", "a", "b")),
+                   times=1))
+    make_store(proxy.url).delete_many(["a", "gone", "b"])
+    assert len(bodies) == 2 and b"<Key>gone</Key>" in bodies[0]
+    assert b"<Key>a</Key>" in bodies[1] and b"<Key>b</Key>" in bodies[1]
+    assert b"gone" not in bodies[1]
+    assert keys_of(s3, bucket) == ["c"]
+
+
+def test_keys_refused_deletion_are_an_error(s3, bucket: str, proxy: S3Proxy,
+                                            make_store: StoreFactory) -> None:
+    s3.put_object(Bucket=bucket, Key="a", Body=b"x")
+    proxy.add(Rule(operation_is("DeleteObjects"), Reply(200, delete_errors("AccessDenied", "a"))))
+    with pytest.raises(FsError) as caught:
+        make_store(proxy.url).delete_many(["a"])
+    assert caught.value.errno == errno.EACCES
+    assert proxy.counts()["DeleteObjects"] == 1
+
+
+def keys_of(s3, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
 def test_server_whose_etags_are_not_md5s(s3, bucket: str, s3_server: MotoServer,
