@@ -431,11 +431,13 @@ class Store:
         except (BotoCoreError, OSError) as exc:
             raise TransferError(f"{operation}: {_reason(exc)}") from exc
 
-    def _retrying(self, operation: str, key: str | None, attempt: Callable[[], _T]) -> _T:
+    def _retrying(self, operation: str, key: str | None, attempt: Callable[[], _T], *,
+                  log_failure: bool = True) -> _T:
         """Run ``attempt`` until it succeeds, fails for good, or the retries are spent.
 
         Waits with exponential backoff and jitter between attempts (retry.py).
-        The error that ends it carries the number of attempts made.
+        The error that ends it carries the number of attempts made; giving up
+        is logged unless the caller reports the error itself (``log_failure``).
         """
         retry = 0
         while True:
@@ -445,7 +447,7 @@ class Store:
                 reason = transient_reason(exc)
                 what = f"{operation} of {key}" if key else operation
                 if reason is None or retry >= self._retry.retries:
-                    if reason is not None:
+                    if reason is not None and log_failure:
                         log.warning("%s on %s: gave up after %d attempts: %s", what,
                                     self.endpoint, retry + 1, reason)
                     if isinstance(exc, FsError):
@@ -877,8 +879,9 @@ class Store:
         """
         where = f"bucket '{self.bucket}' at {self.endpoint}"
         try:
+            # The failure becomes the one line of the error below.
             self._retrying("list_objects_v2", None, lambda: self._client.list_objects_v2(
-                Bucket=self.bucket, Prefix=prefix, MaxKeys=1))
+                Bucket=self.bucket, Prefix=prefix, MaxKeys=1), log_failure=False)
         except NoCredentialsError:
             raise CredentialsError(
                 "no credentials found: give -o passwd_file=FILE, set AWS_ACCESS_KEY_ID and "

@@ -118,9 +118,14 @@ class Truncate:
 
 @dataclasses.dataclass(frozen=True)
 class Corrupt:
-    """Forward; flip ``count`` bytes of the answer's body (if it has one)."""
+    """Forward; flip ``count`` bytes of the answer's body (if it has one).
+
+    ``checkable_only``: only answers that a client can check, those that carry a
+    whole object uploaded in one piece (its ETag, without "-N", is its MD5).
+    """
 
     count: int = 1
+    checkable_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,6 +368,14 @@ class S3Proxy:
             return counts
 
 
+def _whole_single_part_object(headers: list[tuple[str, str]], size: int) -> bool:
+    named = {name.lower(): value for name, value in headers}
+    if "-" in named.get("etag", "-"):
+        return False
+    content_range = named.get("content-range")
+    return content_range is None or content_range == f"bytes 0-{size - 1}/{size}"
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, and 100-continue for botocore's PUTs
     timeout = 60  # idle client connections end on their own after stop()
@@ -426,6 +439,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._respond(status, reason, headers, body)
             return
         if isinstance(action, Corrupt):
+            if action.checkable_only and not _whole_single_part_object(headers, len(body)):
+                self._respond(status, reason, headers, body)
+                return
             damaged = bytearray(body)
             for position in proxy.random_bytes_positions(len(body), action.count):
                 damaged[position] ^= 0xFF
