@@ -288,12 +288,33 @@ class Workload:
         self.files.remove(name)
 
 
+def put_before_mount(s3, bucket: str, reference: Path, count: int, seed: int) -> list[str]:
+    """Directories and ``count`` files written by another client before the mount:
+    the mount downloads them when they are read (its own writes are in the
+    kernel's page cache)."""
+    rng = random.Random(seed)
+    for name in Workload.DIRS:
+        (reference / name).mkdir(parents=True, exist_ok=True)
+    for key in ("a/", "b/", "c/", "c/d/"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    names = []
+    for number in range(count):
+        name = f"{rng.choice(Workload.DIRS)}/old{number}"
+        data = rng.randbytes(rng.choice([1, 4096, 70_000, 300_000]))
+        s3.put_object(Bucket=bucket, Key=name, Body=data)
+        (reference / name).write_bytes(data)
+        names.append(name)
+    return names
+
+
 def run_workload(s3, bucket: str, mount, tmp_path: Path, s3_server, operations: int,
                  seed: int, big_every: int) -> None:
+    reference = tmp_path / "reference"
+    existing = put_before_mount(s3, bucket, reference, operations // 3, seed)
     with S3Proxy(s3_server.url, fault_rules(0.011), seed=seed) as proxy:
         m = mount(bucket, "retries=6", TIMEOUTS, SMALL_PARTS, url=proxy.url)
-        reference = tmp_path / "reference"
         workload = Workload(m.path, reference, seed, proxy, big_every)
+        workload.files += existing
         for number in range(operations):
             workload.step(number)
         fired = proxy.fired()
