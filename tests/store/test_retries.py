@@ -39,7 +39,7 @@ from s3mount.retry import RetryPolicy, transient_answer, transient_reason
 from s3mount.store import Store, StoreSettings
 from s3mount.transfer import MiB, Transfer, TransferSettings
 
-TIMEOUT = 0.5  # connect and read time-out of the stores here; stalls last longer
+TIMEOUT = 1.0  # connect and read time-out of the stores here; stalls last longer
 STALL = 3.0
 SMALL = TransferSettings(multipart_threshold=5 * MiB, multipart_size=5 * MiB)
 
