@@ -193,6 +193,17 @@ def test_damaged_body_is_retried(fault: str, whole: bool, s3, bucket: str, proxy
     assert store.request_counts()["get_object"] == proxy.counts()["GetObject"] == 2
 
 
+def test_answer_for_another_range_is_retried(s3, bucket: str, proxy: S3Proxy,
+                                              make_store: StoreFactory) -> None:
+    """A body as long as announced, but of another range than asked for."""
+    data = payload(1000)
+    s3.put_object(Bucket=bucket, Key="k", Body=data)
+    rule = proxy.add(Rule(operation_is("GetObject"), SetHeader("Content-Range", "bytes 0-99/1000"),
+                          times=1))
+    assert make_store(proxy.url).get_range("k", 100, 199) == data[100:200]
+    assert rule.fired == 1 and proxy.counts()["GetObject"] == 2
+
+
 @pytest.mark.parametrize("fault", ["cut-half", "one-byte-flipped"])
 def test_damaged_body_every_time_is_eio(fault: str, s3, bucket: str, proxy: S3Proxy,
                                         make_store: StoreFactory,
