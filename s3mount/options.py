@@ -450,12 +450,17 @@ OPTIONS: tuple[Option, ...] = (
            help="Parallel S3 requests, and the number of FUSE worker threads."),
     # Network and retries
     Option("retries", _integer(0, 100), 5, NETWORK, metavar="N",
-           help="Retries of a failed request (5xx, throttling, connection errors), with "
-                "exponential backoff."),
+           help="Retries of a failed request: 5xx answers, throttling (503 SlowDown, 429), "
+                "connection errors, time-outs, and downloads cut short or failing their "
+                "checksum. The waits between attempts double from 0.25-0.5 s up to 10-20 s "
+                "(exponential backoff with jitter); when the retries are spent the operation "
+                "fails with EIO."),
     Option("connect_timeout", _number(0.1), 10.0, NETWORK, metavar="SECONDS",
-           help="Timeout for opening a connection (s3fs: 300)."),
+           help="Timeout for opening a connection; a time-out is a failed attempt, retried "
+                "(s3fs: 300)."),
     Option("readwrite_timeout", _number(0.1), 60.0, NETWORK, metavar="SECONDS",
-           help="Timeout for a stalled read or write on a connection (s3fs: 120)."),
+           help="Timeout for a stalled read or write on a connection; a time-out is a failed "
+                "attempt, retried (s3fs: 120)."),
     Option("list_object_max_keys", _integer(1), 1000, NETWORK, metavar="N",
            help="Keys asked for per ListObjectsV2 page; S3 returns at most 1000, so larger "
                 "values (s3fs allows them) count as 1000."),

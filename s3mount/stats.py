@@ -56,18 +56,14 @@ class Stats:
             self._counts["bytes_up"] += size
 
     def answered(self, operation: str, response: Mapping[str, Any]) -> None:
-        """A successful answer: its retries, and the body length of a GET."""
-        retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+        """A successful answer: the body length of a GET."""
         length = response.get("ContentLength", 0) if operation == "get_object" else 0
         with self._lock:
-            self._counts["retries"] += retries
             self._counts["bytes_down"] += length
 
-    def failed(self, operation: str, code: str, response: Mapping[str, Any] | None) -> None:
+    def failed(self, operation: str, code: str) -> None:
         """An error answer with S3's ``code``, or a failure without an answer."""
-        retries = (response or {}).get("ResponseMetadata", {}).get("RetryAttempts", 0)
         with self._lock:
-            self._counts["retries"] += retries
             if code in NOT_FOUND_CODES:
                 self._counts["not_found"] += 1
             else:

@@ -2,8 +2,12 @@
 
 One botocore client is created before the FUSE loop starts and shared by all
 worker threads (botocore clients are thread-safe). Every call goes through
-``_call``, which counts requests and turns botocore errors into S3Error (an
-FsError with the errno from errors.S3_ERRNO).
+``_call``, which retries transient failures (see retry.py; botocore's own
+retries are off), counts requests and turns botocore errors into S3Error (an
+FsError with the errno from errors.S3_ERRNO). A GET is retried together with
+the reading of its body, which is checked before it is returned: its length
+against Content-Length and the range asked for, and, for a whole object whose
+ETag is the MD5 of its content, its MD5.
 
 SSE-C (customer-provided keys): ``SseC`` decides the SSE-C parameters of every
 request, and the Store remembers which key each object it saw or wrote needs,
@@ -21,11 +25,13 @@ import hashlib
 import ipaddress
 import logging
 import os
+import random
 import stat
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import botocore.session
@@ -44,17 +50,48 @@ from botocore.exceptions import (
 from . import __version__
 from .credentials import Credentials
 from .errors import CredentialsError, FsError, S3mountError, errno_for_s3_code
+from .retry import RetryPolicy, error_code, http_status, transient_answer, transient_reason
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
 
 class S3Error(FsError):
-    """An error answer of S3 to one request: the errno, and S3's error code."""
+    """An error answer of S3 to one request: the errno, and S3's error code.
 
-    def __init__(self, errno_value: int, detail: str, code: str) -> None:
+    ``transient``: worth a retry (see retry.py). ``attempts``: how many times the
+    request was sent; after more than one, an earlier attempt may have been
+    carried out with its answer lost.
+    """
+
+    def __init__(self, errno_value: int, detail: str, code: str, *,
+                 transient: bool = False) -> None:
         super().__init__(errno_value, detail)
         self.code = code
+        self.transient = transient
+        self.attempts = 1
+
+
+class TransferError(FsError):
+    """A request or its answer failed on the way (connection, time-out, cut or
+    corrupted body): EIO, worth a retry."""
+
+    transient = True
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.EIO, detail)
+        self.attempts = 1
+
+
+_T = TypeVar("_T")
+
+
+def _failure_name(exc: BaseException) -> str:
+    """S3's error code, or the kind of failure when there was no answer."""
+    if isinstance(exc, S3Error):
+        return exc.code
+    cause = exc.__cause__
+    return type(cause if cause is not None else exc).__name__
 
 
 SSE_C_ALGORITHM = "AES256"
@@ -271,6 +308,8 @@ class StoreSettings:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     retries: int = 5
+    retry_base_delay: float = 0.5  # seconds before the first retry (see retry.RetryPolicy)
+    retry_max_delay: float = 20.0
     max_connections: int = 10
     anonymous: bool = False
     list_max_keys: int = 1000
@@ -283,11 +322,6 @@ class StoreSettings:
 
 def _ns(timestamp: Any) -> int:
     return int(timestamp.timestamp() * 1_000_000_000)
-
-
-def _error_code(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
 
 def wants_path_style(url: str | None) -> bool:
@@ -324,6 +358,11 @@ class Store:
         self.endpoint = settings.url or "AWS S3"
         self._list_max_keys = settings.list_max_keys
         self.stats = stats or Stats()
+        self._retry = RetryPolicy(settings.retries, settings.retry_base_delay,
+                                  settings.retry_max_delay)
+        self._jitter = random.Random()
+        # Off once a server shows ETags that are not the MD5 of the content.
+        self._etag_is_md5 = True
         session = botocore.session.get_session()
         if settings.only_instance_role:
             _keep_only_instance_role(session)
@@ -333,7 +372,8 @@ class Store:
             max_pool_connections=settings.max_connections,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
-            retries={"total_max_attempts": settings.retries + 1, "mode": "standard"},
+            # Retries are ours (_retrying): a GET is retried with the reading of its body.
+            retries={"total_max_attempts": 1},
             # S3-compatible servers often reject botocore's default CRC checksums.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
@@ -382,19 +422,53 @@ class Store:
         return self.stats.requests()
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        return self._retrying(operation, params.get("Key"),
+                              lambda: self._request(operation, params))
+
+    def _request(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One attempt; raises S3Error or TransferError."""
         self.stats.request(operation, params)
         try:
             response = getattr(self._client, operation)(Bucket=self.bucket, **params)
         except ClientError as exc:
-            code = _error_code(exc)
-            self.stats.failed(operation, code, exc.response)
-            raise S3Error(errno_for_s3_code(code), f"{operation}: {code}", code) from exc
+            code = error_code(exc)
+            raise S3Error(errno_for_s3_code(code), f"{operation}: {code}", code,
+                          transient=transient_answer(http_status(exc), code) is not None
+                          ) from exc
         except (BotoCoreError, OSError) as exc:
-            self.stats.failed(operation, type(exc).__name__, None)
-            log.warning("%s on %s failed: %s", operation, self.endpoint, exc)
-            raise FsError(errno.EIO, f"{operation}: {type(exc).__name__}") from exc  # EIO
+            raise TransferError(f"{operation}: {_reason(exc)}") from exc
         self.stats.answered(operation, response)
         return response
+
+    def _retrying(self, operation: str, key: str | None, attempt: Callable[[], _T], *,
+                  log_failure: bool = True) -> _T:
+        """Run ``attempt`` until it succeeds, fails for good, or the retries are spent.
+
+        Waits with exponential backoff and jitter between attempts (retry.py).
+        The error that ends it carries the number of attempts made; giving up
+        is logged unless the caller reports the error itself (``log_failure``).
+        """
+        retry = 0
+        while True:
+            try:
+                return attempt()
+            except Exception as exc:
+                reason = transient_reason(exc)
+                what = f"{operation} of {key}" if key else operation
+                if reason is None or retry >= self._retry.retries:
+                    if reason is not None and log_failure:
+                        log.warning("%s on %s: gave up after %d attempts: %s", what,
+                                    self.endpoint, retry + 1, reason)
+                    if isinstance(exc, FsError):
+                        exc.attempts = retry + 1  # type: ignore[attr-defined]
+                    self.stats.failed(operation, _failure_name(exc))
+                    raise
+                retry += 1
+                self.stats.count("retries")
+                delay = self._retry.delay(retry, self._jitter)
+                log.info("%s on %s: %s; retry %d of %d in %.2f s", what, self.endpoint,
+                         reason, retry, self._retry.retries, delay)
+                time.sleep(delay)
 
     def head(self, key: str) -> ObjectInfo | None:
         """HEAD an object; None when it does not exist."""
@@ -491,21 +565,75 @@ class Store:
         return self._get({**params, **self._sse.for_read(self._sse_md5(key, etag))}, start, end)
 
     def _get(self, params: dict[str, Any], start: int, end: int) -> bytes:
-        response = self._call("get_object", **params)
+        """A ranged GET and the reading of its body, retried together."""
+        corrupt: set[str] = set()  # MD5s of bodies that failed the ETag check
+        return self._retrying("get_object", params["Key"],
+                              lambda: self._get_once(params, start, end, corrupt))
+
+    def _get_once(self, params: dict[str, Any], start: int, end: int,
+                  corrupt: set[str]) -> bytes:
+        response = self._request("get_object", params)
         body = response["Body"]
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         try:
             if status == 200 and "ContentRange" not in response:
-                return self._range_of_whole_body(body, response, start, end)
-            data = body.read()
+                data = self._range_of_whole_body(body, response, start, end)
+                whole = start == 0 and len(data) == response.get("ContentLength")
+            else:
+                # StreamingBody checks the length it read against Content-Length.
+                data = body.read()
+                whole = self._check_range(response, data, start, end)
         except (BotoCoreError, OSError) as exc:
-            raise FsError(errno.EIO, f"get_object body: {type(exc).__name__}") from exc
+            raise TransferError(f"get_object body: {_reason(exc)}") from exc
         finally:
             body.close()
+        if whole:
+            self._check_md5(params["Key"], response, data, corrupt)
+        return data
+
+    @staticmethod
+    def _check_range(response: Mapping[str, Any], data: bytes, start: int, end: int) -> bool:
+        """Check that the body is the range asked for, as long as announced; return
+        whether it is the whole object."""
         expected = response.get("ContentLength")
         if expected is not None and len(data) != expected:
-            raise FsError(errno.EIO, f"get_object: short body ({len(data)} of {expected} bytes)")
-        return data
+            raise TransferError(f"get_object: short body ({len(data)} of {expected} bytes)")
+        content_range = response.get("ContentRange")
+        if content_range is None:
+            return False
+        try:
+            first_last, _, total_text = content_range.removeprefix("bytes ").partition("/")
+            first, last = (int(n) for n in first_last.split("-"))
+            total = int(total_text) if total_text != "*" else None
+        except ValueError:
+            raise TransferError(f"get_object: malformed Content-Range {content_range!r}") from None
+        wanted_last = end if total is None else min(end, total - 1)
+        if first != start or last != wanted_last or len(data) != last - first + 1:
+            raise TransferError(f"get_object: got {len(data)} bytes as {content_range!r} for "
+                                f"bytes {start}-{end}")
+        return start == 0 and total is not None and last == total - 1
+
+    def _check_md5(self, key: str, response: Mapping[str, Any], data: bytes,
+                   corrupt: set[str]) -> None:
+        """Check a whole object's body against its ETag, when that is an MD5: not
+        for multipart objects (ETag "...-N"), SSE-KMS or SSE-C ones."""
+        etag = response.get("ETag", "").strip('"')
+        if (not self._etag_is_md5 or len(etag) != 32 or "-" in etag
+                or response.get("SSECustomerAlgorithm")
+                or str(response.get("ServerSideEncryption", "")).startswith("aws:kms")):
+            return
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if digest == etag.lower():
+            return
+        if digest in corrupt:
+            # The same bytes twice: this server's ETags are not MD5s of the content.
+            self._etag_is_md5 = False
+            log.warning("the ETag of %s on %s is not the MD5 of its content: downloads are no "
+                        "longer checked against ETags", key, self.endpoint)
+            return
+        corrupt.add(digest)
+        raise TransferError(f"get_object: body of {len(data)} bytes does not match the ETag "
+                            "(MD5)")
 
     def _range_of_whole_body(self, body: Any, response: dict[str, Any], start: int,
                              end: int) -> bytes:
@@ -525,7 +653,7 @@ class Store:
             chunks.append(chunk)
             got += len(chunk)
         if got < wanted and total is not None:
-            raise FsError(errno.EIO, f"get_object: short body ({got} of {wanted} bytes)")
+            raise TransferError(f"get_object: short body ({got} of {wanted} bytes)")
         return b"".join(chunks)[start:]
 
     # Writes. Every key is a full object key; metadata are the x-amz-meta-* names
@@ -557,34 +685,65 @@ class Store:
                           ContentType=content_type)
         if source_etag:
             params["CopySourceIfMatch"] = source_etag
-        if self._sse is None:
+        source_md5 = None
+        if self._sse is not None:
+            source_md5 = self._sse_md5(source_key, source_etag)
+            params.update(self._sse.for_copy_source(source_md5),
+                          **self._sse.for_copy_destination(source_md5))
+        try:
             response = self._call("copy_object", **params)
-            return response.get("CopyObjectResult", {}).get("ETag", "")
-        source_md5 = self._sse_md5(source_key, source_etag)
-        response = self._call("copy_object", **params,
-                              **self._sse.for_copy_source(source_md5),
-                              **self._sse.for_copy_destination(source_md5))
-        etag = response.get("CopyObjectResult", {}).get("ETag", "")
-        self._sse_remember(key, etag, self._sse.destination_md5(source_md5))
+            etag = response.get("CopyObjectResult", {}).get("ETag", "")
+        except S3Error as exc:
+            etag = None
+            if exc.code in ("PreconditionFailed", "412") and exc.attempts > 1 and key == source_key:
+                etag = self._copied_before(key, metadata, content_type)
+            if etag is None:
+                raise
+        if self._sse is not None:
+            self._sse_remember(key, etag, self._sse.destination_md5(source_md5))
         return etag
+
+    def _copied_before(self, key: str, metadata: Mapping[str, str] | None,
+                       content_type: str | None) -> str | None:
+        """After a lost answer, a retried copy of an object onto itself finds its
+        ETag changed (a multipart object's does): the ETag of ``key`` if it has the
+        new metadata, so the first attempt did the copy; else None."""
+        info = self.head(key)
+        if (info is None or metadata is None or dict(info.metadata) != dict(metadata)
+                or (content_type is not None and info.content_type != content_type)):
+            return None
+        log.info("the copy of %s onto itself was done, though its answer was lost", key)
+        return info.etag
 
     def delete(self, key: str) -> None:
         self._call("delete_object", Key=key)
         self._sse_forget(key)
 
     def delete_many(self, keys: list[str]) -> None:
-        """Delete in batches of 1000; a key that fails to delete is an error."""
+        """Delete in batches of 1000; a key that fails to delete is an error.
+
+        Keys that fail for a passing reason (SlowDown, InternalError) are retried
+        like a failed request, alone.
+        """
         for key in keys:
             self._sse_forget(key)
         for start in range(0, len(keys), 1000):
             batch = keys[start:start + 1000]
-            response = self._call("delete_objects", Delete={
-                "Objects": [{"Key": key} for key in batch], "Quiet": True})
-            errors = response.get("Errors") or []
-            if errors:
-                first = errors[0]
-                raise FsError(errno_for_s3_code(first.get("Code", "")),
-                              f"delete_objects: {first.get('Code')} for {len(errors)} keys")
+            self._retrying("delete_objects", None, lambda batch=batch: self._delete_batch(batch))
+
+    def _delete_batch(self, batch: list[str]) -> None:
+        """One DeleteObjects; on transient failures of some keys, ``batch`` becomes them."""
+        response = self._request("delete_objects", {"Delete": {
+            "Objects": [{"Key": key} for key in batch], "Quiet": True}})
+        errors = response.get("Errors") or []
+        if not errors:
+            return
+        code = str(errors[0].get("Code", ""))
+        transient = all(transient_answer(None, str(e.get("Code", ""))) for e in errors)
+        if transient:
+            batch[:] = [e["Key"] for e in errors]
+        raise S3Error(errno_for_s3_code(code), f"delete_objects: {code} for {len(errors)} keys",
+                      code, transient=transient)
 
     def create_multipart(self, key: str, *, metadata: Mapping[str, str],
                          content_type: str, copy_of: tuple[str, str | None] | None = None
@@ -686,7 +845,12 @@ class Store:
         if self._sse is not None:
             with self._sse_lock:
                 self._sse_uploads.pop(upload_id, None)
-        self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+        try:
+            self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+        except S3Error as exc:
+            # Aborted already: by an attempt whose answer was lost.
+            if exc.code != "NoSuchUpload":
+                raise
 
     # What this mount knows of objects' SSE-C keys.
 
@@ -726,14 +890,16 @@ class Store:
         """
         where = f"bucket '{self.bucket}' at {self.endpoint}"
         try:
-            self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+            # The failure becomes the one line of the error below.
+            self._retrying("list_objects_v2", None, lambda: self._client.list_objects_v2(
+                Bucket=self.bucket, Prefix=prefix, MaxKeys=1), log_failure=False)
         except NoCredentialsError:
             raise CredentialsError(
                 "no credentials found: give -o passwd_file=FILE, set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, or use -o public_bucket=1"
             ) from None
         except ClientError as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             raise S3mountError(_probe_message(code, where)) from None
         except SSLError as exc:
             raise S3mountError(
