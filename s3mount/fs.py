@@ -8,6 +8,7 @@ request except an open file's own lock, which only users of that file wait for.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import itertools
@@ -20,10 +21,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn
 
+from .cache_space import CacheSpace
 from .dir_times import DirTimeUpdates
 from .errors import FsError
-from .files import OpenFile
+from .files import OpenFile, complete_without_original
 from .inodes import ROOT_INODE, InodeTable
+from .journal import Journal, Record
 from .meta import (
     DIR_CONTENT_TYPE,
     FOLDER_SUFFIX,
@@ -34,9 +37,11 @@ from .meta import (
     decode_attr,
     decode_xattrs,
     encode_metadata,
+    format_time_ns,
     metadata_size,
     skip_reason,
     split_key,
+    valid_name,
 )
 from .mime import MimeTypes
 from .reader import ObjectReader
@@ -52,6 +57,9 @@ MAX_WARNED = 10_000
 SYMLINK_CONTENT_TYPE = "application/octet-stream"
 # Entries of one listing whose attributes are fetched ahead of the lookups.
 PREFETCH_LIMIT = 5000
+# Background uploads that failed are tried again after this long, doubling.
+RETRY_FIRST_SECONDS = 2.0
+RETRY_MAX_SECONDS = 120.0
 POSIX_ACL_XATTRS = frozenset({"system.posix_acl_access", "system.posix_acl_default"})
 
 
@@ -69,6 +77,13 @@ class FsSettings:
     compat_dir: bool = True
     max_thread_count: int = 10
     cache_dir: str = "/tmp"
+    # Keep a journal of dirty files in cache_dir (a persistent use_cache directory).
+    journal: bool = False
+    # close() returns once the data is in the journal; uploads run in the background.
+    async_upload: bool = False
+    max_cache_size: int | None = None  # bytes of data files at most
+    ensure_diskfree: int = 0  # bytes that must stay free on the cache directory's disk
+    free_space_ratio: int = 0  # the same, in percent of that disk
     update_parent_dir_stat: bool = True
     default_uid: int = dataclasses.field(default_factory=os.geteuid)
     default_gid: int = dataclasses.field(default_factory=os.getegid)
@@ -160,9 +175,32 @@ class Filesystem:
         self._warned: set[str] = set()
         self._dir_times = DirTimeUpdates(self._persist_dir_times,
                                          enabled=settings.update_parent_dir_stat)
+        self.journal = Journal(settings.cache_dir, durable=settings.journal)
+        # Uploads running or queued, by inode; a writer short of cache space waits
+        # while there are any (see CacheSpace).
+        self._queued: set[int] = set()
+        self._running = 0
+        self._uploads_lock = threading.Lock()
+        self.space = CacheSpace(settings.cache_dir, max_bytes=settings.max_cache_size,
+                                min_free=settings.ensure_diskfree,
+                                free_ratio=settings.free_space_ratio,
+                                uploads_running=self._uploads_running)
+        self._background = ThreadPoolExecutor(settings.max_thread_count,
+                                              thread_name_prefix="s3mount-upload")
+        self._retries: dict[int, threading.Timer] = {}
+        self._closing = False
 
     def close(self) -> list[str]:
-        """Upload what is still dirty; return the keys that could not be uploaded."""
+        """Upload what is still dirty; return the keys that could not be uploaded.
+
+        Those stay in the journal (when there is one) for the next mount.
+        """
+        self._closing = True
+        with self._uploads_lock:
+            for timer in self._retries.values():
+                timer.cancel()
+            self._retries.clear()
+        self._background.shutdown(wait=True)
         failed = []
         with self._files_lock:
             files = list(self._files.values())
@@ -171,6 +209,11 @@ class Filesystem:
                 self._upload(file)
             except FsError:
                 failed.append(file.key)
+            with file.lock:
+                keep = file.dirty and not file.unlinked and file.journaled
+                if not file.closed:
+                    file.close(keep_data=keep)
+        self.journal.close(keep_records=bool(failed) and self.journal.durable)
         self._dir_times.close()
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -570,7 +613,7 @@ class Filesystem:
             raise FsError(errno.EISDIR)
         if node.key is None:
             raise FsError(errno.ENOENT)
-        file = OpenFile(self.store, self.settings.cache_dir, ino=ino, key=node.key,
+        file = OpenFile(self.store, self.journal, self.space, ino=ino, key=node.key,
                         attr=node.stored, original=Original(node.key, node.etag, node.stored.size),
                         xattrs=dict(node.xattrs), keep=dict(node.metadata),
                         content_type=node.content_type or self.mime.content_type(node.key))
@@ -580,7 +623,24 @@ class Filesystem:
             existing.handles += claim
         if existing is not file:
             file.close()
+        else:
+            self._hold(ino)
         return existing
+
+    def _hold(self, ino: int) -> None:
+        """Keep the inode's name while the file is in the open-file table, also when
+        the kernel forgets it: a dirty file waiting for its upload must stay the
+        one that lookups find."""
+        path = self.inodes.path(ino)
+        if path is not None:
+            self.inodes.number(path, counted=True)
+
+    def _drop(self, file: OpenFile) -> None:
+        """Remove a file from the open-file table (with _files_lock and file.lock held)."""
+        if self._files.get(file.ino) is file:
+            del self._files[file.ino]
+            self.inodes.forget(file.ino, 1)
+        file.close()
 
     def open(self, ino: int, write: bool) -> int:
         path = self._path(ino)
@@ -628,12 +688,13 @@ class Filesystem:
             raise FsError(errno.EEXIST)
         attr = self._new_attr(stat.S_IFREG | (mode & 0o7777), uid, gid)
         ino = self.inodes.number(path, counted=True)
-        file = OpenFile(self.store, self.settings.cache_dir, ino=ino, key=self._key(path),
+        file = OpenFile(self.store, self.journal, self.space, ino=ino, key=self._key(path),
                         attr=attr, original=None, xattrs={}, keep={},
                         content_type=self.mime.content_type(path))
         file.handles = 1
         with self._files_lock:
             self._files[ino] = file
+        self._hold(ino)
         self._added(path, self._file_node(file), ListedChild(
             file=ListedObject(file.key, 0, "", attr.mtime_ns)))
         return self._add_handle(FileHandle(ino, None, True)), ino, self.shown(attr)
@@ -669,11 +730,37 @@ class Filesystem:
     def flush(self, fh: int) -> None:
         """Upload a changed file at close; failures are EIO, and the data stays.
 
+        With async_upload, only make it durable in the journal and queue the
+        upload; an earlier background upload that failed is reported here.
         Closing a read-only descriptor uploads nothing: its writers will.
         """
         handle: FileHandle = self._handle(fh)
-        if handle.writable:
+        if not handle.writable:
+            return
+        if not self.settings.async_upload:
             self.fsync(fh)
+            return
+        with self._files_lock:
+            file = self._files.get(handle.ino)
+        if file is None:
+            return
+        with file.lock:
+            if file.unlinked or not file.dirty:
+                return
+            failed = file.upload_failed
+            try:
+                file.persist()
+                journaled = True
+            except FsError as exc:
+                log.warning("cannot journal %s (%s): uploading it now", file.key, exc.detail)
+                journaled = False
+        if not journaled:
+            self._upload(file)
+            return
+        self._schedule(file)
+        if failed:
+            raise FsError(errno.EIO, f"an earlier upload of {file.key} failed; it is "
+                          "retried in the background")
 
     def fsync(self, fh: int) -> None:
         """Upload the file's changes, whichever descriptor they were written through."""
@@ -697,52 +784,228 @@ class Filesystem:
             last = file.handles == 0
         if not last:
             return
+        if self.settings.async_upload:
+            self._schedule(file)
+            self._drop_if_done(file)
+            return
         try:
             self._upload(file)
         except FsError:
             return  # logged by _upload; the file stays, dirty, so nothing is lost
+        self._drop_if_done(file)
+
+    def _drop_if_done(self, file: OpenFile) -> None:
         with self._files_lock, file.lock:
-            if file.handles == 0 and (not file.dirty or file.unlinked):
-                self._files.pop(handle.ino, None)
-                file.close()
-        # A metadata change that arrived during the upload above is stored too.
-        if not file.unlinked and file.dirty:
+            if file.handles == 0 and (not file.dirty or file.unlinked) and not file.closed:
+                self._drop(file)
+        # A metadata change that arrived during the upload is stored too.
+        if not file.unlinked and file.dirty and not self.settings.async_upload:
             self._persist_if_closed(file)
 
     def releasedir(self, fh: int) -> None:
         with self._handles_lock:
             self._handles.pop(fh, None)
 
-    def _upload(self, file: OpenFile) -> None:
-        with file.lock:
-            if file.unlinked or not file.dirty:
+    # Background uploads (async_upload)
+
+    def _uploads_running(self) -> bool:
+        """Uploads are queued or running (not waiting to be retried): space may come."""
+        return bool(self._queued) or self._running > 0
+
+    def _schedule(self, file: OpenFile) -> None:
+        """Upload ``file`` in the background, unless that is queued already."""
+        with self._uploads_lock:
+            if self._closing or file.ino in self._queued:
                 return
-            metadata = encode_metadata(file.attr, file.xattrs, keep=file.keep)
+            timer = self._retries.pop(file.ino, None)
+            if timer is not None:
+                timer.cancel()
+            self._queued.add(file.ino)
+        # After shutdown submit raises; close() uploads what is left.
+        with contextlib.suppress(RuntimeError):
+            self._background.submit(self._background_upload, file)
+
+    def _retry_later(self, file: OpenFile, delay: float) -> None:
+        with self._uploads_lock:
+            if self._closing or file.ino in self._retries:
+                return
+            timer = threading.Timer(delay, self._schedule, (file,))
+            timer.daemon = True
+            self._retries[file.ino] = timer
+        timer.start()
+
+    def _background_upload(self, file: OpenFile) -> None:
+        with self._uploads_lock:
+            self._queued.discard(file.ino)
+        try:
+            self._upload(file)
+        except FsError:
+            with file.lock:
+                file.upload_failed = True
+                file.retries += 1
+                delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (file.retries - 1))
+            log.info("the upload of %s is tried again in %.0f s", file.key, delay)
+            self._retry_later(file, delay)
+            return
+        with file.lock:
+            file.retries = 0
+        self._drop_if_done(file)
+
+    def _upload(self, file: OpenFile) -> None:
+        """Upload the file's changes; the journal record goes when they are committed."""
+        with file.lock:
+            # Counted only once the lock is ours: a writer waiting for cache space
+            # holds it, and must not wait for an upload of its own file.
+            with self._uploads_lock:
+                self._running += 1
             try:
-                if file.data_dirty or file.original is None:
-                    original = None
-                    if file.original is not None:
-                        original = Original(file.original.key, file.original.etag,
-                                            file.original_limit)
-                    etag = self.transfer.upload(file.key, file, metadata=metadata,
-                                                content_type=file.content_type,
-                                                original=original)
-                else:
-                    etag = self.transfer.copy(file.original, file.key, metadata=metadata,
-                                              content_type=file.content_type)
-            except FsError as exc:
-                log.error("upload of %s failed (%s); the data stays in the cache and is "
-                          "uploaded again at the next flush or close", file.key,
-                          exc.detail or os.strerror(exc.errno))
-                raise FsError(errno.EIO, exc.detail) from None
-            file.committed(etag)
-            file.keep = metadata
-            path = self.inodes.path(file.ino)
-            with self._handles_lock:
-                # Our own upload: the kernel's pages already hold this content.
-                self._opened_etags[file.ino] = etag
+                path = self._upload_locked(file)
+            finally:
+                with self._uploads_lock:
+                    self._running -= 1
+                self.space.wake()
         if path is not None:
             self.cache.put(path, self._file_node(file))
+
+    def _upload_locked(self, file: OpenFile) -> str | None:
+        """With file.lock held; return the file's path when something was uploaded."""
+        if file.unlinked or not file.dirty:
+            return None
+        metadata = encode_metadata(file.attr, file.xattrs, keep=file.keep)
+
+        def watch(upload_id: str | None) -> None:
+            try:
+                file.set_upload((file.key, upload_id) if upload_id else None)
+            except FsError as exc:
+                log.warning("cannot journal the upload of %s: %s", file.key, exc.detail)
+
+        try:
+            try:
+                file.persist()
+            except FsError as exc:
+                # The upload can still succeed; only a crash during it would lose it.
+                log.warning("cannot journal %s: %s", file.key, exc.detail)
+            if file.data_dirty or file.original is None:
+                original = None
+                if file.original is not None:
+                    original = Original(file.original.key, file.original.etag,
+                                        file.original_limit)
+                etag = self.transfer.upload(file.key, file, metadata=metadata,
+                                            content_type=file.content_type,
+                                            original=original, on_multipart=watch)
+            else:
+                etag = self.transfer.copy(file.original, file.key, metadata=metadata,
+                                          content_type=file.content_type)
+        except FsError as exc:
+            log.error("upload of %s failed (%s); the data stays in the cache and is "
+                      "uploaded again at the next flush or close", file.key,
+                      exc.detail or os.strerror(exc.errno))
+            raise FsError(errno.EIO, exc.detail) from None
+        file.committed(etag)
+        file.keep = metadata
+        with self._handles_lock:
+            # Our own upload: the kernel's pages already hold this content.
+            self._opened_etags[file.ino] = etag
+        return self.inodes.path(file.ino)
+
+    # Recovery of the journals of mounts that were killed
+
+    def recover(self) -> None:
+        """Upload the dirty files that journals of dead mounts hold (see journal.py).
+
+        Runs before the mount serves. Multipart uploads those mounts had started
+        are aborted. A file whose object changed in the bucket since is uploaded
+        as ``NAME.s3mount-conflict-TIME`` beside it. A file that cannot be uploaded
+        now stays in the open-file table, visible and dirty, and is uploaded later
+        like any other (and is journaled again for the next mount).
+        """
+        with ThreadPoolExecutor(self.settings.max_thread_count,
+                                thread_name_prefix="s3mount-recover") as pool:
+            for session in self.journal.abandoned():
+                try:
+                    list(pool.map(lambda item, session=session: self._recover_one(session, *item),
+                                  list(session.records())))
+                finally:
+                    session.close()
+
+    def _recover_one(self, session: Any, data_path: str, record: Record | None) -> None:
+        if record is None:
+            return  # unreadable: logged, and left where it is
+        try:
+            self._recover_record(session, data_path, record)
+        except (FsError, OSError) as exc:
+            detail = exc.detail if isinstance(exc, FsError) else exc.strerror
+            log.error("could not recover %s from the journal (%s); it stays in %s for the "
+                      "next mount", record.key, detail, data_path)
+
+    def _recover_record(self, session: Any, data_path: str, record: Record) -> None:
+        if record.upload_id:
+            upload_key = record.upload_key or record.key
+            try:
+                self.store.abort_multipart(upload_key, record.upload_id)
+                log.info("aborted the multipart upload of %s that a killed mount left",
+                         upload_key)
+            except FsError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+        if not os.path.exists(data_path):
+            log.error("the journal record of %s has no data file; dropping it", record.key)
+            session.forget(data_path)
+            return
+        info = self.store.head(record.key)
+        if info is not None and self._uploaded_before(info, record):
+            log.info("%s was uploaded before the previous mount ended", record.key)
+            session.forget(data_path)
+            return
+        key, original = record.key, record.original
+        if info is None and original is not None:
+            log.warning("%s was deleted in the bucket after a killed mount changed it; "
+                        "uploading the changed file", record.key)
+            original = None
+        elif info is not None and (original is None or info.etag != original.etag):
+            key = record.key + time.strftime(".s3mount-conflict-%Y%m%dT%H%M%SZ", time.gmtime())
+            log.warning("%s changed in the bucket after a killed mount changed it: keeping "
+                        "both, the changes of this mount go to %s", record.key, key)
+            original = None
+        if original is None and not complete_without_original(record, data_path):
+            raise FsError(errno.ESTALE, "part of its content was only in the object it "
+                          "replaced, which changed or is gone")
+        path = key[len(self.settings.prefix):] if key.startswith(self.settings.prefix) else None
+        if path is not None and not all(valid_name(part) for part in path.split("/")):
+            path = None
+        ino = self.inodes.number(path, counted=True) if path is not None else 0
+        file = OpenFile.recovered(self.store, self.journal, self.space, ino, record,
+                                  self.journal.adopt(data_path), key=key, original=original)
+        with file.lock:
+            file.persist(force=True)
+        session.forget(data_path)
+        if not ino:
+            try:
+                self._upload(file)
+            finally:
+                with file.lock:
+                    file.close(keep_data=file.dirty)
+            return
+        with self._files_lock:
+            self._files[ino] = file
+        try:
+            self._upload(file)
+        except FsError:
+            if self.settings.async_upload:
+                self._retry_later(file, RETRY_FIRST_SECONDS)
+            return  # stays dirty in the table: uploaded at the next fsync or unmount
+        log.info("uploaded %s from the journal of a killed mount", key)
+        with self._files_lock, file.lock:
+            self._drop(file)
+
+    @staticmethod
+    def _uploaded_before(info: ObjectInfo, record: Record) -> bool:
+        """The object is this record's content: the killed mount committed it but
+        was killed before it removed the record (same size and times)."""
+        metadata = {name.lower(): value for name, value in info.metadata.items()}
+        return (info.size == record.attr.size
+                and metadata.get("mtime") == format_time_ns(record.attr.mtime_ns)
+                and metadata.get("ctime") == format_time_ns(record.attr.ctime_ns))
 
     # Changing the namespace
 
@@ -841,6 +1104,8 @@ class Filesystem:
                 # not re-create the object.
                 file.detach_from_object()
                 file.unlinked = True
+                # A later mount must not bring it back.
+                file.unjournal()
                 in_bucket = file.original is not None
         else:
             in_bucket = node.key is not None
@@ -913,7 +1178,10 @@ class Filesystem:
                 old_key, file.key, file.content_type = file.key, new_key, content_type
                 file.attr = dataclasses.replace(file.attr, ctime_ns=self._clock())
                 file.meta_dirty = True
+                file.changed()
                 uploaded = file.original is not None
+                if not uploaded and file.journaled:
+                    file.persist()  # a crash must not upload it under the old name
             if uploaded:
                 self._upload(file)
                 self.store.delete(old_key)
@@ -981,6 +1249,7 @@ class Filesystem:
                     file.truncate(changes.size)
                 file.attr = apply(file.attr)
                 file.meta_dirty = True
+                file.changed()
                 attr = file.attr
             self._persist_if_closed(file)
             return self.shown(attr)
@@ -1006,8 +1275,7 @@ class Filesystem:
         self._upload(file)
         with self._files_lock, file.lock:
             if file.handles == 0 and not file.dirty:
-                self._files.pop(file.ino, None)
-                file.close()
+                self._drop(file)
 
     def _store_metadata(self, path: str, node: Node) -> None:
         """Persist a node's attributes and xattrs (a self-copy with REPLACE, as s3fs)."""
@@ -1063,6 +1331,7 @@ class Filesystem:
                 file.xattrs = xattrs
                 file.attr = dataclasses.replace(file.attr, ctime_ns=self._clock())
                 file.meta_dirty = True
+                file.changed()
             self._persist_if_closed(file)
             return
         path = self._path(ino)
