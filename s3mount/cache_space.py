@@ -1,19 +1,24 @@
 """Limits of the cache directory: ``max_cache_size`` and the free space to leave.
 
 Every open file reports the disk space its data file takes (st_blocks). Before
-data is added, ``reserve`` checks that it fits. When it does not, the writer
-waits as long as uploads are running that may free space (a closed file's data
-goes when its upload commits); when none is, it gets ENOSPC.
+data is added, ``reserve`` checks that it fits. When it does not, the cached
+content of files that are all in the bucket is dropped (it can be fetched
+again); if that is not enough, the writer waits as long as uploads are running
+that may free space (a closed file's data goes when its upload commits); when
+none is, it gets ENOSPC.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 from collections.abc import Callable
 
 from .errors import FsError
+
+log = logging.getLogger(__name__)
 
 # How often a waiting writer looks again even without a notification
 # (another process may have freed disk space).
@@ -23,7 +28,8 @@ RECHECK_SECONDS = 1.0
 class CacheSpace:
     def __init__(self, directory: str, *, max_bytes: int | None = None, min_free: int = 0,
                  free_ratio: int = 0,
-                 uploads_running: Callable[[], bool] = lambda: False) -> None:
+                 uploads_running: Callable[[], bool] = lambda: False,
+                 evict: Callable[[], None] = lambda: None) -> None:
         """``max_bytes``: limit of the data files together (None: none); ``min_free``:
         bytes that must stay free on the disk; ``free_ratio``: the same in percent of
         the disk's size (the larger one counts)."""
@@ -34,6 +40,7 @@ class CacheSpace:
             disk = os.statvfs(directory)
             self._min_free = max(min_free, disk.f_blocks * disk.f_frsize * free_ratio // 100)
         self._uploads_running = uploads_running
+        self._evict = evict
         self._usage: dict[int, int] = {}
         self._total = 0
         self._changed = threading.Condition()
@@ -64,11 +71,23 @@ class CacheSpace:
         """
         if extra <= 0 or not self.limited:
             return
-        with self._changed:
-            while not self._fits(extra):
+        waited = False
+        while True:
+            with self._changed:
+                if self._fits(extra):
+                    return
+            # Outside the condition's lock: evicting takes file locks, and a file
+            # that is closed takes this lock with those held.
+            self._evict()
+            with self._changed:
+                if self._fits(extra):
+                    return
                 if not self._uploads_running():
                     raise FsError(errno.ENOSPC, "the cache directory is full "
                                   "(max_cache_size / ensure_diskfree)")
+                if not waited:
+                    log.debug("a write waits for uploads to free cache space")
+                    waited = True
                 self._changed.wait(RECHECK_SECONDS)
 
     def update(self, owner: int, used: int) -> None:

@@ -308,6 +308,21 @@ class OpenFile:
         """Attributes, xattrs or the key changed (the caller set meta_dirty)."""
         self._changes += 1
 
+    def evict(self) -> None:
+        """Drop the cached content if all of it is in the bucket (with ``lock``
+        held): it is fetched again from the object when needed."""
+        if self.dirty or self.unlinked or self.original is None or self._data_size == 0:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:
+            return
+        with self._blocks_lock:
+            self._loaded.clear()
+        self._data_size = 0
+        self.original_limit = self.original.size
+        self._account()
+
     def detach_from_object(self) -> None:
         """Fetch everything still only in the object, which is about to be deleted."""
         self._load(0, self.original_limit)

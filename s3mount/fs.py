@@ -8,7 +8,6 @@ request except an open file's own lock, which only users of that file wait for.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import itertools
@@ -178,13 +177,15 @@ class Filesystem:
         self.journal = Journal(settings.cache_dir, durable=settings.journal)
         # Uploads running or queued, by inode; a writer short of cache space waits
         # while there are any (see CacheSpace).
-        self._queued: set[int] = set()
-        self._running = 0
+        self._queued: set[int] = set()  # background uploads not started yet
+        self._busy = 0  # background uploads queued or running
+        self._running = 0  # uploads running, in the background or not
         self._uploads_lock = threading.Lock()
         self.space = CacheSpace(settings.cache_dir, max_bytes=settings.max_cache_size,
                                 min_free=settings.ensure_diskfree,
                                 free_ratio=settings.free_space_ratio,
-                                uploads_running=self._uploads_running)
+                                uploads_running=self._uploads_running,
+                                evict=self._evict_clean_files)
         self._background = ThreadPoolExecutor(settings.max_thread_count,
                                               thread_name_prefix="s3mount-upload")
         self._retries: dict[int, threading.Timer] = {}
@@ -786,7 +787,10 @@ class Filesystem:
             return
         if self.settings.async_upload:
             self._schedule(file)
-            self._drop_if_done(file)
+            # A dirty file goes when its background upload is done; waiting for its
+            # lock here would hold this worker for the upload.
+            if not file.dirty:
+                self._drop_if_done(file)
             return
         try:
             self._upload(file)
@@ -795,7 +799,7 @@ class Filesystem:
         self._drop_if_done(file)
 
     def _drop_if_done(self, file: OpenFile) -> None:
-        with self._files_lock, file.lock:
+        with file.lock, self._files_lock:
             if file.handles == 0 and (not file.dirty or file.unlinked) and not file.closed:
                 self._drop(file)
         # A metadata change that arrived during the upload is stored too.
@@ -810,7 +814,21 @@ class Filesystem:
 
     def _uploads_running(self) -> bool:
         """Uploads are queued or running (not waiting to be retried): space may come."""
-        return bool(self._queued) or self._running > 0
+        return self._busy > 0 or self._running > 0
+
+    def _evict_clean_files(self) -> None:
+        """Drop the cached content of open files that are all in the bucket (for
+        CacheSpace). Files whose lock is taken are busy and left alone."""
+        with self._files_lock:
+            files = list(self._files.values())
+        for file in files:
+            if not file.lock.acquire(blocking=False):
+                continue
+            try:
+                if not file.closed:
+                    file.evict()
+            finally:
+                file.lock.release()
 
     def _schedule(self, file: OpenFile) -> None:
         """Upload ``file`` in the background, unless that is queued already."""
@@ -821,9 +839,13 @@ class Filesystem:
             if timer is not None:
                 timer.cancel()
             self._queued.add(file.ino)
+            self._busy += 1
         # After shutdown submit raises; close() uploads what is left.
-        with contextlib.suppress(RuntimeError):
+        try:
             self._background.submit(self._background_upload, file)
+        except RuntimeError:  # shut down: close() uploads what is left
+            with self._uploads_lock:
+                self._busy -= 1
 
     def _retry_later(self, file: OpenFile, delay: float) -> None:
         with self._uploads_lock:
@@ -835,6 +857,8 @@ class Filesystem:
         timer.start()
 
     def _background_upload(self, file: OpenFile) -> None:
+        """Counted busy until the file is dropped, so that a writer waiting for
+        cache space waits for the space, not only for the upload."""
         with self._uploads_lock:
             self._queued.discard(file.ino)
         try:
@@ -846,10 +870,14 @@ class Filesystem:
                 delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (file.retries - 1))
             log.info("the upload of %s is tried again in %.0f s", file.key, delay)
             self._retry_later(file, delay)
-            return
-        with file.lock:
-            file.retries = 0
-        self._drop_if_done(file)
+        else:
+            with file.lock:
+                file.retries = 0
+            self._drop_if_done(file)
+        finally:
+            with self._uploads_lock:
+                self._busy -= 1
+            self.space.wake()
 
     def _upload(self, file: OpenFile) -> None:
         """Upload the file's changes; the journal record goes when they are committed."""
@@ -995,7 +1023,7 @@ class Filesystem:
                 self._retry_later(file, RETRY_FIRST_SECONDS)
             return  # stays dirty in the table: uploaded at the next fsync or unmount
         log.info("uploaded %s from the journal of a killed mount", key)
-        with self._files_lock, file.lock:
+        with file.lock, self._files_lock:
             self._drop(file)
 
     @staticmethod
@@ -1273,7 +1301,7 @@ class Filesystem:
         if deferred:
             return
         self._upload(file)
-        with self._files_lock, file.lock:
+        with file.lock, self._files_lock:
             if file.handles == 0 and not file.dirty:
                 self._drop(file)
 
