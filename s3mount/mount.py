@@ -269,7 +269,10 @@ def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None]) -> 
             if not config.settings.use_cache:
                 shutil.rmtree(fs.settings.cache_dir, ignore_errors=True)
     if failed:
-        log.error("could not upload %d changed files: %s", len(failed), ", ".join(failed))
+        kept = (f"; they stay in the journal in {fs.journal.directory} and are uploaded by "
+                "the next mount with this use_cache" if fs.journal.durable else "")
+        log.error("could not upload %d changed files: %s%s", len(failed), ", ".join(failed),
+                  kept)
         status = 1
     log.info("unmounted %s", config.mountpoint)
     return status
