@@ -748,7 +748,8 @@ class Filesystem:
         with file.lock:
             if file.unlinked or not file.dirty:
                 return
-            failed = file.upload_failed
+            # Reported once, like a write-back error of the kernel's page cache.
+            failed, file.upload_failed = file.upload_failed, False
             try:
                 file.persist()
                 journaled = True
@@ -903,7 +904,7 @@ class Filesystem:
 
         def watch(upload_id: str | None) -> None:
             try:
-                file.set_upload((file.key, upload_id) if upload_id else None)
+                file.set_upload((file.key, upload_id) if upload_id is not None else None)
             except FsError as exc:
                 log.warning("cannot journal the upload of %s: %s", file.key, exc.detail)
 
@@ -967,15 +968,19 @@ class Filesystem:
                       "next mount", record.key, detail, data_path)
 
     def _recover_record(self, session: Any, data_path: str, record: Record) -> None:
-        if record.upload_id:
+        if record.upload_id is not None:
             upload_key = record.upload_key or record.key
-            try:
-                self.store.abort_multipart(upload_key, record.upload_id)
-                log.info("aborted the multipart upload of %s that a killed mount left",
-                         upload_key)
-            except FsError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
+            # "": killed while starting one, before its id was known: any upload of
+            # the key in progress may be it.
+            for upload_id in ([record.upload_id] if record.upload_id
+                              else self.store.multipart_uploads(upload_key)):
+                try:
+                    self.store.abort_multipart(upload_key, upload_id)
+                    log.info("aborted the multipart upload of %s that a killed mount left",
+                             upload_key)
+                except FsError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
         if not os.path.exists(data_path):
             log.error("the journal record of %s has no data file; dropping it", record.key)
             session.forget(data_path)

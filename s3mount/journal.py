@@ -51,7 +51,8 @@ class Record:
     xattrs: dict[str, bytes]
     keep: dict[str, str]  # metadata of other tools, kept on upload
     content_type: str
-    upload_id: str | None = None  # a multipart upload running for this record
+    # A multipart upload running for this record; "" while one is being started.
+    upload_id: str | None = None
     upload_key: str | None = None  # the key that upload writes
 
     def to_json(self) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class _ObjectSource:
 
 # Sends part (number, offset, length) of an upload and returns its ETag.
 _PartSender = Callable[[str, int, int, int], str]
-# Told a multipart upload's id when it starts, None when it ends.
+# Told "" before a multipart upload starts, its id once it exists, None when it ends.
 UploadWatcher = Callable[[str | None], None]
 
 
@@ -154,8 +154,9 @@ class Transfer:
         With ``original`` (the object being replaced), parts that lie within it and
         are unchanged are copied server-side. Blocks until done; on failure the
         multipart upload is aborted and the FsError raised (ESTALE when the
-        original changed meanwhile). ``on_multipart`` is told the id of a multipart
-        upload once it exists, and None once it is completed or aborted.
+        original changed meanwhile). ``on_multipart`` is told "" before a multipart
+        upload is started, its id once it exists, and None once it is completed or
+        aborted.
         """
         size = source.size
         settings = self._settings
@@ -251,6 +252,7 @@ class Transfer:
                    on_multipart: UploadWatcher | None = None) -> str:
         """``copy_of``: the object that the upload copies unchanged (for its SSE-C key)."""
         watch = on_multipart or (lambda _upload_id: None)
+        watch("")
         upload_id = self._store.create_multipart(
             key, metadata=metadata, content_type=content_type,
             copy_of=(copy_of.key, copy_of.etag) if copy_of else None)

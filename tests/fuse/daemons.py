@@ -50,6 +50,12 @@ class Daemons:
         self.killed.add(id(mount))
         subprocess.run(["fusermount", "-u", "-z", str(mount.path)], check=True)
 
+    def stop_expecting_failure(self, mount: Mount) -> int:
+        """Unmount and return the daemon's exit status, which may be non-zero."""
+        status = mount.stop()
+        self.killed.add(id(mount))
+        return status
+
     def close(self) -> list[str]:
         failures = []
         for mount in self.mounts:
