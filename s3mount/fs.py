@@ -25,7 +25,7 @@ from .dir_times import DirTimeUpdates
 from .errors import FsError
 from .files import OpenFile, complete_without_original
 from .inodes import ROOT_INODE, InodeTable
-from .journal import Journal, Record
+from .journal import Abandoned, Journal, Record
 from .meta import (
     DIR_CONTENT_TYPE,
     FOLDER_SUFFIX,
@@ -167,6 +167,8 @@ class Filesystem:
         # Files open for writing (or dirty after a failed upload), by inode.
         self._files: dict[int, OpenFile] = {}
         self._files_lock = threading.Lock()
+        # Inodes of files in the table that hold a lookup count of their own (_hold).
+        self._held: set[int] = set()
         # llfuse keeps the kernel's page cache across opens; when a file is opened
         # again and its ETag changed (another client wrote it), the cache must go.
         self._opened_etags: dict[int, str] = {}
@@ -175,8 +177,7 @@ class Filesystem:
         self._dir_times = DirTimeUpdates(self._persist_dir_times,
                                          enabled=settings.update_parent_dir_stat)
         self.journal = Journal(settings.cache_dir, durable=settings.journal)
-        # Uploads running or queued, by inode; a writer short of cache space waits
-        # while there are any (see CacheSpace).
+        # A writer short of cache space waits while uploads are busy (see CacheSpace).
         self._queued: set[int] = set()  # background uploads not started yet
         self._busy = 0  # background uploads queued or running
         self._running = 0  # uploads running, in the background or not
@@ -635,12 +636,16 @@ class Filesystem:
         path = self.inodes.path(ino)
         if path is not None:
             self.inodes.number(path, counted=True)
+            with self._files_lock:
+                self._held.add(ino)
 
     def _drop(self, file: OpenFile) -> None:
         """Remove a file from the open-file table (with _files_lock and file.lock held)."""
         if self._files.get(file.ino) is file:
             del self._files[file.ino]
-            self.inodes.forget(file.ino, 1)
+            if file.ino in self._held:
+                self._held.discard(file.ino)
+                self.inodes.forget(file.ino, 1)
         file.close()
 
     def open(self, ino: int, write: bool) -> int:
@@ -841,7 +846,6 @@ class Filesystem:
                 timer.cancel()
             self._queued.add(file.ino)
             self._busy += 1
-        # After shutdown submit raises; close() uploads what is left.
         try:
             self._background.submit(self._background_upload, file)
         except RuntimeError:  # shut down: close() uploads what is left
@@ -957,7 +961,8 @@ class Filesystem:
                 finally:
                     session.close()
 
-    def _recover_one(self, session: Any, data_path: str, record: Record | None) -> None:
+    def _recover_one(self, session: Abandoned, data_path: str,
+                     record: Record | None) -> None:
         if record is None:
             return  # unreadable: logged, and left where it is
         try:
@@ -967,7 +972,7 @@ class Filesystem:
             log.error("could not recover %s from the journal (%s); it stays in %s for the "
                       "next mount", record.key, detail, data_path)
 
-    def _recover_record(self, session: Any, data_path: str, record: Record) -> None:
+    def _recover_record(self, session: Abandoned, data_path: str, record: Record) -> None:
         if record.upload_id is not None:
             upload_key = record.upload_key or record.key
             # "": killed while starting one, before its id was known: any upload of
@@ -1006,7 +1011,7 @@ class Filesystem:
         path = key[len(self.settings.prefix):] if key.startswith(self.settings.prefix) else None
         if path is not None and not all(valid_name(part) for part in path.split("/")):
             path = None
-        ino = self.inodes.number(path, counted=True) if path is not None else 0
+        ino = self.inodes.number(path, counted=False) if path is not None else 0
         file = OpenFile.recovered(self.store, self.journal, self.space, ino, record,
                                   self.journal.adopt(data_path), key=key, original=original)
         with file.lock:
@@ -1021,6 +1026,7 @@ class Filesystem:
             return
         with self._files_lock:
             self._files[ino] = file
+        self._hold(ino)
         try:
             self._upload(file)
         except FsError:
