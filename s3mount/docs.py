@@ -205,6 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     the stale ones and exits 1 if there are any (for CI or a pre-commit hook).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print("usage: python -m s3mount.docs [--check] [README [MANPAGE]]")
+        return 0
+    unknown = [a for a in args if a.startswith("-") and a != "--check"]
+    if unknown:
+        print(f"unknown argument {unknown[0]}; usage: python -m s3mount.docs [--check] "
+              "[README [MANPAGE]]", file=sys.stderr)
+        return 2
     check = "--check" in args
     paths = [a for a in args if a != "--check"]
     readme = Path(paths[0] if paths else README_PATH)

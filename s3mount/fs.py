@@ -20,10 +20,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn
 
+from .cache_space import CacheSpace
 from .dir_times import DirTimeUpdates
 from .errors import FsError
-from .files import OpenFile
+from .files import OpenFile, complete_without_original
 from .inodes import ROOT_INODE, InodeTable
+from .journal import Abandoned, Journal, Record
 from .meta import (
     DIR_CONTENT_TYPE,
     FOLDER_SUFFIX,
@@ -34,9 +36,11 @@ from .meta import (
     decode_attr,
     decode_xattrs,
     encode_metadata,
+    format_time_ns,
     metadata_size,
     skip_reason,
     split_key,
+    valid_name,
 )
 from .mime import MimeTypes
 from .reader import READ_AHEAD_MAX, READ_AHEAD_TOTAL, ObjectReader, ReadPool
@@ -51,6 +55,9 @@ SYMLINK_MAX = 4095
 SYMLINK_CONTENT_TYPE = "application/octet-stream"
 # Entries of one listing whose attributes are fetched ahead of the lookups.
 PREFETCH_LIMIT = 5000
+# Background uploads that failed are tried again after this long, doubling.
+RETRY_FIRST_SECONDS = 2.0
+RETRY_MAX_SECONDS = 120.0
 POSIX_ACL_XATTRS = frozenset({"system.posix_acl_access", "system.posix_acl_default"})
 # What `ls -l` asks of every entry; with attrs_from_list, absent on listed entries
 # without a HEAD (s3mount never stores an ACL, see setxattr).
@@ -93,6 +100,13 @@ class FsSettings:
     compat_dir: bool = True
     max_thread_count: int = 10
     cache_dir: str = "/tmp"
+    # Keep a journal of dirty files in cache_dir (a persistent use_cache directory).
+    journal: bool = False
+    # close() returns once the data is in the journal; uploads run in the background.
+    async_upload: bool = False
+    max_cache_size: int | None = None  # bytes of data files at most
+    ensure_diskfree: int = 0  # bytes that must stay free on the cache directory's disk
+    free_space_ratio: int = 0  # the same, in percent of that disk
     update_parent_dir_stat: bool = True
     read_ahead_max: int = READ_AHEAD_MAX  # bytes, per open file
     read_ahead_total: int = READ_AHEAD_TOTAL  # bytes, all open files together
@@ -183,6 +197,8 @@ class Filesystem:
         # Files open for writing (or dirty after a failed upload), by inode.
         self._files: dict[int, OpenFile] = {}
         self._files_lock = threading.Lock()
+        # Inodes of files in the table that hold a lookup count of their own (_hold).
+        self._held: set[int] = set()
         # llfuse keeps the kernel's page cache across opens; when a file is opened
         # again and its ETag changed (another client wrote it), the cache must go.
         self._opened_etags: dict[int, str] = {}
@@ -190,9 +206,33 @@ class Filesystem:
         self._warnings = OnceWarnings(log)
         self._dir_times = DirTimeUpdates(self._persist_dir_times,
                                          enabled=settings.update_parent_dir_stat)
+        self.journal = Journal(settings.cache_dir, durable=settings.journal)
+        # A writer short of cache space waits while uploads are busy (see CacheSpace).
+        self._queued: set[int] = set()  # background uploads not started yet
+        self._busy = 0  # background uploads queued or running
+        self._running = 0  # uploads running, in the background or not
+        self._uploads_lock = threading.Lock()
+        self.space = CacheSpace(settings.cache_dir, max_bytes=settings.max_cache_size,
+                                min_free=settings.ensure_diskfree,
+                                free_ratio=settings.free_space_ratio,
+                                uploads_running=self._uploads_running,
+                                evict=self._evict_clean_files)
+        self._background = ThreadPoolExecutor(settings.max_thread_count,
+                                              thread_name_prefix="s3mount-upload")
+        self._retries: dict[int, threading.Timer] = {}
+        self._closing = False
 
     def close(self) -> list[str]:
-        """Upload what is still dirty; return the keys that could not be uploaded."""
+        """Upload what is still dirty; return the keys that could not be uploaded.
+
+        Those stay in the journal (when there is one) for the next mount.
+        """
+        self._closing = True
+        with self._uploads_lock:
+            for timer in self._retries.values():
+                timer.cancel()
+            self._retries.clear()
+        self._background.shutdown(wait=True)
         failed = []
         with self._files_lock:
             files = list(self._files.values())
@@ -201,6 +241,11 @@ class Filesystem:
                 self._upload(file)
             except FsError:
                 failed.append(file.key)
+            with file.lock:
+                keep = file.dirty and not file.unlinked and file.journaled
+                if not file.closed:
+                    file.close(keep_data=keep)
+        self.journal.close(keep_records=bool(failed) and self.journal.durable)
         self._dir_times.close()
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
         self._read_pool.close()
@@ -646,7 +691,7 @@ class Filesystem:
             raise FsError(errno.EISDIR)
         if node.key is None:
             raise FsError(errno.ENOENT)
-        file = OpenFile(self.store, self.settings.cache_dir, ino=ino, key=node.key,
+        file = OpenFile(self.store, self.journal, self.space, ino=ino, key=node.key,
                         attr=node.stored, original=Original(node.key, node.etag, node.stored.size),
                         xattrs=dict(node.xattrs), keep=dict(node.metadata),
                         content_type=node.content_type or self.mime.content_type(node.key))
@@ -656,7 +701,28 @@ class Filesystem:
             existing.handles += claim
         if existing is not file:
             file.close()
+        else:
+            self._hold(ino)
         return existing
+
+    def _hold(self, ino: int) -> None:
+        """Keep the inode's name while the file is in the open-file table, also when
+        the kernel forgets it: a dirty file waiting for its upload must stay the
+        one that lookups find."""
+        path = self.inodes.path(ino)
+        if path is not None:
+            self.inodes.number(path, counted=True)
+            with self._files_lock:
+                self._held.add(ino)
+
+    def _drop(self, file: OpenFile) -> None:
+        """Remove a file from the open-file table (with _files_lock and file.lock held)."""
+        if self._files.get(file.ino) is file:
+            del self._files[file.ino]
+            if file.ino in self._held:
+                self._held.discard(file.ino)
+                self.inodes.forget(file.ino, 1)
+        file.close()
 
     def open(self, ino: int, write: bool) -> int:
         path = self._path(ino)
@@ -710,12 +776,13 @@ class Filesystem:
             raise FsError(errno.EEXIST)
         attr = self._new_attr(stat.S_IFREG | (mode & 0o7777), uid, gid)
         ino = self.inodes.number(path, counted=True)
-        file = OpenFile(self.store, self.settings.cache_dir, ino=ino, key=self._key(path),
+        file = OpenFile(self.store, self.journal, self.space, ino=ino, key=self._key(path),
                         attr=attr, original=None, xattrs={}, keep={},
                         content_type=self.mime.content_type(path))
         file.handles = 1
         with self._files_lock:
             self._files[ino] = file
+        self._hold(ino)
         self._added(path, self._file_node(file), ListedChild(
             file=ListedObject(file.key, 0, "", attr.mtime_ns)))
         return self._add_handle(FileHandle(ino, None, True)), ino, self.shown(attr)
@@ -751,11 +818,38 @@ class Filesystem:
     def flush(self, fh: int) -> None:
         """Upload a changed file at close; failures are EIO, and the data stays.
 
+        With async_upload, only make it durable in the journal and queue the
+        upload; an earlier background upload that failed is reported here.
         Closing a read-only descriptor uploads nothing: its writers will.
         """
         handle: FileHandle = self._handle(fh)
-        if handle.writable:
+        if not handle.writable:
+            return
+        if not self.settings.async_upload:
             self.fsync(fh)
+            return
+        with self._files_lock:
+            file = self._files.get(handle.ino)
+        if file is None:
+            return
+        with file.lock:
+            if file.unlinked or not file.dirty:
+                return
+            # Reported once, like a write-back error of the kernel's page cache.
+            failed, file.upload_failed = file.upload_failed, False
+            try:
+                file.persist()
+                journaled = True
+            except FsError as exc:
+                log.warning("cannot journal %s (%s): uploading it now", file.key, exc.detail)
+                journaled = False
+        if not journaled:
+            self._upload(file)
+            return
+        self._schedule(file)
+        if failed:
+            raise FsError(errno.EIO, f"an earlier upload of {file.key} failed; it is "
+                          "retried in the background")
 
     def fsync(self, fh: int) -> None:
         """Upload the file's changes, whichever descriptor they were written through."""
@@ -781,52 +875,260 @@ class Filesystem:
             last = file.handles == 0
         if not last:
             return
+        if self.settings.async_upload:
+            self._schedule(file)
+            # A dirty file goes when its background upload is done; waiting for its
+            # lock here would hold this worker for the upload.
+            if not file.dirty:
+                self._drop_if_done(file)
+            return
         try:
             self._upload(file)
         except FsError:
             return  # logged by _upload; the file stays, dirty, so nothing is lost
-        with self._files_lock, file.lock:
-            if file.handles == 0 and (not file.dirty or file.unlinked):
-                self._files.pop(handle.ino, None)
-                file.close()
-        # A metadata change that arrived during the upload above is stored too.
-        if not file.unlinked and file.dirty:
+        self._drop_if_done(file)
+
+    def _drop_if_done(self, file: OpenFile) -> None:
+        with file.lock, self._files_lock:
+            if file.handles == 0 and (not file.dirty or file.unlinked) and not file.closed:
+                self._drop(file)
+        # A metadata change that arrived during the upload is stored too.
+        if not file.unlinked and file.dirty and not self.settings.async_upload:
             self._persist_if_closed(file)
 
     def releasedir(self, fh: int) -> None:
         with self._handles_lock:
             self._handles.pop(fh, None)
 
-    def _upload(self, file: OpenFile) -> None:
-        with file.lock:
-            if file.unlinked or not file.dirty:
-                return
-            metadata = encode_metadata(file.attr, file.xattrs, keep=file.keep)
+    # Background uploads (async_upload)
+
+    def _uploads_running(self) -> bool:
+        """Uploads are queued or running (not waiting to be retried): space may come."""
+        return self._busy > 0 or self._running > 0
+
+    def _evict_clean_files(self) -> None:
+        """Drop the cached content of open files that are all in the bucket (for
+        CacheSpace). Files whose lock is taken are busy and left alone."""
+        with self._files_lock:
+            files = list(self._files.values())
+        for file in files:
+            if not file.lock.acquire(blocking=False):
+                continue
             try:
-                if file.data_dirty or file.original is None:
-                    original = None
-                    if file.original is not None:
-                        original = Original(file.original.key, file.original.etag,
-                                            file.original_limit)
-                    etag = self.transfer.upload(file.key, file, metadata=metadata,
-                                                content_type=file.content_type,
-                                                original=original)
-                else:
-                    etag = self.transfer.copy(file.original, file.key, metadata=metadata,
-                                              content_type=file.content_type)
-            except FsError as exc:
-                log.error("upload of %s failed (%s); the data stays in the cache and is "
-                          "uploaded again at the next flush or close", file.key,
-                          exc.detail or os.strerror(exc.errno))
-                raise FsError(errno.EIO, exc.detail) from None
-            file.committed(etag)
-            file.keep = metadata
-            path = self.inodes.path(file.ino)
-            with self._handles_lock:
-                # Our own upload: the kernel's pages already hold this content.
-                self._opened_etags[file.ino] = etag
+                if not file.closed:
+                    file.evict()
+            finally:
+                file.lock.release()
+
+    def _schedule(self, file: OpenFile) -> None:
+        """Upload ``file`` in the background, unless that is queued already."""
+        with self._uploads_lock:
+            if self._closing or file.ino in self._queued:
+                return
+            timer = self._retries.pop(file.ino, None)
+            if timer is not None:
+                timer.cancel()
+            self._queued.add(file.ino)
+            self._busy += 1
+        try:
+            self._background.submit(self._background_upload, file)
+        except RuntimeError:  # shut down: close() uploads what is left
+            with self._uploads_lock:
+                self._busy -= 1
+
+    def _retry_later(self, file: OpenFile, delay: float) -> None:
+        with self._uploads_lock:
+            if self._closing or file.ino in self._retries:
+                return
+            timer = threading.Timer(delay, self._schedule, (file,))
+            timer.daemon = True
+            self._retries[file.ino] = timer
+        timer.start()
+
+    def _background_upload(self, file: OpenFile) -> None:
+        """Counted busy until the file is dropped, so that a writer waiting for
+        cache space waits for the space, not only for the upload."""
+        with self._uploads_lock:
+            self._queued.discard(file.ino)
+        try:
+            self._upload(file)
+        except FsError:
+            with file.lock:
+                file.upload_failed = True
+                file.retries += 1
+                delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (file.retries - 1))
+            log.info("the upload of %s is tried again in %.0f s", file.key, delay)
+            self._retry_later(file, delay)
+        else:
+            with file.lock:
+                file.retries = 0
+            self._drop_if_done(file)
+        finally:
+            with self._uploads_lock:
+                self._busy -= 1
+            self.space.wake()
+
+    def _upload(self, file: OpenFile) -> None:
+        """Upload the file's changes; the journal record goes when they are committed."""
+        with file.lock:
+            # Counted only once the lock is ours: a writer waiting for cache space
+            # holds it, and must not wait for an upload of its own file.
+            with self._uploads_lock:
+                self._running += 1
+            try:
+                path = self._upload_locked(file)
+            finally:
+                with self._uploads_lock:
+                    self._running -= 1
+                self.space.wake()
         if path is not None:
             self.cache.put(path, self._file_node(file))
+
+    def _upload_locked(self, file: OpenFile) -> str | None:
+        """With file.lock held; return the file's path when something was uploaded."""
+        if file.unlinked or not file.dirty:
+            return None
+        metadata = encode_metadata(file.attr, file.xattrs, keep=file.keep)
+
+        def watch(upload_id: str | None) -> None:
+            try:
+                file.set_upload((file.key, upload_id) if upload_id is not None else None)
+            except FsError as exc:
+                log.warning("cannot journal the upload of %s: %s", file.key, exc.detail)
+
+        try:
+            try:
+                file.persist()
+            except FsError as exc:
+                # The upload can still succeed; only a crash during it would lose it.
+                log.warning("cannot journal %s: %s", file.key, exc.detail)
+            if file.data_dirty or file.original is None:
+                original = None
+                if file.original is not None:
+                    original = Original(file.original.key, file.original.etag,
+                                        file.original_limit)
+                etag = self.transfer.upload(file.key, file, metadata=metadata,
+                                            content_type=file.content_type,
+                                            original=original, on_multipart=watch)
+            else:
+                etag = self.transfer.copy(file.original, file.key, metadata=metadata,
+                                          content_type=file.content_type)
+        except FsError as exc:
+            log.error("upload of %s failed (%s); the data stays in the cache and is "
+                      "uploaded again at the next flush or close", file.key,
+                      exc.detail or os.strerror(exc.errno))
+            raise FsError(errno.EIO, exc.detail) from None
+        file.committed(etag)
+        file.keep = metadata
+        with self._handles_lock:
+            # Our own upload: the kernel's pages already hold this content.
+            self._opened_etags[file.ino] = etag
+        return self.inodes.path(file.ino)
+
+    # Recovery of the journals of mounts that were killed
+
+    def recover(self) -> None:
+        """Upload the dirty files that journals of dead mounts hold (see journal.py).
+
+        Runs before the mount serves. Multipart uploads those mounts had started
+        are aborted. A file whose object changed in the bucket since is uploaded
+        as ``NAME.s3mount-conflict-TIME`` beside it. A file that cannot be uploaded
+        now stays in the open-file table, visible and dirty, and is uploaded later
+        like any other (and is journaled again for the next mount).
+        """
+        with ThreadPoolExecutor(self.settings.max_thread_count,
+                                thread_name_prefix="s3mount-recover") as pool:
+            for session in self.journal.abandoned():
+                try:
+                    list(pool.map(lambda item, session=session: self._recover_one(session, *item),
+                                  list(session.records())))
+                finally:
+                    session.close()
+
+    def _recover_one(self, session: Abandoned, data_path: str,
+                     record: Record | None) -> None:
+        if record is None:
+            return  # unreadable: logged, and left where it is
+        try:
+            self._recover_record(session, data_path, record)
+        except (FsError, OSError) as exc:
+            detail = exc.detail if isinstance(exc, FsError) else exc.strerror
+            log.error("could not recover %s from the journal (%s); it stays in %s for the "
+                      "next mount", record.key, detail, data_path)
+
+    def _recover_record(self, session: Abandoned, data_path: str, record: Record) -> None:
+        if record.upload_id is not None:
+            upload_key = record.upload_key or record.key
+            # "": killed while starting one, before its id was known: any upload of
+            # the key in progress may be it.
+            for upload_id in ([record.upload_id] if record.upload_id
+                              else self.store.multipart_uploads(upload_key)):
+                try:
+                    self.store.abort_multipart(upload_key, upload_id)
+                    log.info("aborted the multipart upload of %s that a killed mount left",
+                             upload_key)
+                except FsError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
+        if not os.path.exists(data_path):
+            log.error("the journal record of %s has no data file; dropping it", record.key)
+            session.forget(data_path)
+            return
+        info = self.store.head(record.key)
+        if info is not None and self._uploaded_before(info, record):
+            log.info("%s was uploaded before the previous mount ended", record.key)
+            session.forget(data_path)
+            return
+        key, original = record.key, record.original
+        if info is None and original is not None:
+            log.warning("%s was deleted in the bucket after a killed mount changed it; "
+                        "uploading the changed file", record.key)
+            original = None
+        elif info is not None and (original is None or info.etag != original.etag):
+            key = record.key + time.strftime(".s3mount-conflict-%Y%m%dT%H%M%SZ", time.gmtime())
+            log.warning("%s changed in the bucket after a killed mount changed it: keeping "
+                        "both, the changes of this mount go to %s", record.key, key)
+            original = None
+        if original is None and not complete_without_original(record, data_path):
+            raise FsError(errno.ESTALE, "part of its content was only in the object it "
+                          "replaced, which changed or is gone")
+        path = key[len(self.settings.prefix):] if key.startswith(self.settings.prefix) else None
+        if path is not None and not all(valid_name(part) for part in path.split("/")):
+            path = None
+        ino = self.inodes.number(path, counted=False) if path is not None else 0
+        file = OpenFile.recovered(self.store, self.journal, self.space, ino, record,
+                                  self.journal.adopt(data_path), key=key, original=original)
+        with file.lock:
+            file.persist(force=True)
+        session.forget(data_path)
+        if not ino:
+            try:
+                self._upload(file)
+            finally:
+                with file.lock:
+                    file.close(keep_data=file.dirty)
+            return
+        with self._files_lock:
+            self._files[ino] = file
+        self._hold(ino)
+        try:
+            self._upload(file)
+        except FsError:
+            if self.settings.async_upload:
+                self._retry_later(file, RETRY_FIRST_SECONDS)
+            return  # stays dirty in the table: uploaded at the next fsync or unmount
+        log.info("uploaded %s from the journal of a killed mount", key)
+        with file.lock, self._files_lock:
+            self._drop(file)
+
+    @staticmethod
+    def _uploaded_before(info: ObjectInfo, record: Record) -> bool:
+        """The object is this record's content: the killed mount committed it but
+        was killed before it removed the record (same size and times)."""
+        metadata = {name.lower(): value for name, value in info.metadata.items()}
+        return (info.size == record.attr.size
+                and metadata.get("mtime") == format_time_ns(record.attr.mtime_ns)
+                and metadata.get("ctime") == format_time_ns(record.attr.ctime_ns))
 
     # Changing the namespace
 
@@ -925,6 +1227,8 @@ class Filesystem:
                 # not re-create the object.
                 file.detach_from_object()
                 file.unlinked = True
+                # A later mount must not bring it back.
+                file.unjournal()
                 in_bucket = file.original is not None
         else:
             in_bucket = node.key is not None
@@ -997,7 +1301,10 @@ class Filesystem:
                 old_key, file.key, file.content_type = file.key, new_key, content_type
                 file.attr = dataclasses.replace(file.attr, ctime_ns=self._clock())
                 file.meta_dirty = True
+                file.changed()
                 uploaded = file.original is not None
+                if not uploaded and file.journaled:
+                    file.persist()  # a crash must not upload it under the old name
             if uploaded:
                 self._upload(file)
                 self.store.delete(old_key)
@@ -1065,6 +1372,7 @@ class Filesystem:
                     file.truncate(changes.size)
                 file.attr = apply(file.attr)
                 file.meta_dirty = True
+                file.changed()
                 attr = file.attr
             self._persist_if_closed(file)
             return self.shown(attr)
@@ -1088,10 +1396,9 @@ class Filesystem:
         if deferred:
             return
         self._upload(file)
-        with self._files_lock, file.lock:
+        with file.lock, self._files_lock:
             if file.handles == 0 and not file.dirty:
-                self._files.pop(file.ino, None)
-                file.close()
+                self._drop(file)
 
     def _store_metadata(self, path: str, node: Node) -> None:
         """Persist a node's attributes and xattrs (a self-copy with REPLACE, as s3fs)."""
@@ -1147,6 +1454,7 @@ class Filesystem:
                 file.xattrs = xattrs
                 file.attr = dataclasses.replace(file.attr, ctime_ns=self._clock())
                 file.meta_dirty = True
+                file.changed()
             self._persist_if_closed(file)
             return
         path = self._path(ino)

@@ -133,7 +133,9 @@ def transfer_settings(config: MountConfig) -> TransferSettings:
 
 
 def cache_directory(config: MountConfig) -> str:
-    """Where open files' data lives: below use_cache if given, else a private temp dir."""
+    """Where open files' data and the write journal live: below use_cache if given
+    (kept across mounts, so a mount after a crash finds what was not uploaded),
+    else a private temporary directory (removed at exit: nothing survives a crash)."""
     s = config.settings
     if s.use_cache:
         if s.check_cache_dir_exist and not os.path.isdir(s.use_cache):
@@ -168,6 +170,11 @@ def fs_settings(config: MountConfig, cache_dir: str) -> FsSettings:
         compat_dir=s.compat_dir,
         max_thread_count=s.max_thread_count,
         cache_dir=cache_dir,
+        journal=bool(s.use_cache),
+        async_upload=s.async_upload,
+        max_cache_size=s.max_cache_size * MiB if s.max_cache_size is not None else None,
+        ensure_diskfree=(s.ensure_diskfree or 0) * MiB,
+        free_space_ratio=s.free_space_ratio or 0,
         update_parent_dir_stat=s.update_parent_dir_stat,
         read_ahead_max=s.read_ahead_max * MiB,
         read_ahead_total=s.read_ahead_memory * MiB,
@@ -215,8 +222,15 @@ def prepare(config: MountConfig, environ: Mapping[str, str] = os.environ) -> Fil
     store = Store(store_settings(config, environ), credentials, Stats())
     store.probe(config.prefix)
     cache_dir = cache_directory(config)
-    return Filesystem(store, fs_settings(config, cache_dir),
-                      Transfer(store, transfer_settings(config)), mime)
+    if s.async_upload and not s.use_cache:
+        log.warning("async_upload without use_cache: files not uploaded yet are lost if "
+                    "the daemon is killed (give -o use_cache=DIR to keep them)")
+    try:
+        return Filesystem(store, fs_settings(config, cache_dir),
+                          Transfer(store, transfer_settings(config)), mime)
+    except OSError as exc:
+        raise S3mountError(f"cannot use the cache directory {cache_dir}: "
+                           f"{exc.strerror}") from None
 
 
 def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None]) -> int:
@@ -235,6 +249,8 @@ def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None]) -> 
         on_stats=lambda: log_stats(fs.stats),
         serving=lambda: not loop_ended.is_set() and is_mounted(mountpoint))
     with signals.installed():
+        # After detach(): recovery uses thread pools, which a fork would break.
+        fs.recover()
         try:
             llfuse.init(ops, config.mountpoint, fuse_options(config))
         except RuntimeError as exc:
@@ -263,7 +279,10 @@ def serve(config: MountConfig, fs: Filesystem, on_ready: Callable[[], None]) -> 
             if not config.settings.use_cache:
                 shutil.rmtree(fs.settings.cache_dir, ignore_errors=True)
     if failed:
-        log.error("could not upload %d changed files: %s", len(failed), ", ".join(failed))
+        kept = (f"; they stay in the journal in {fs.journal.directory} and are uploaded by "
+                "the next mount with this use_cache" if fs.journal.durable else "")
+        log.error("could not upload %d changed files: %s%s", len(failed), ", ".join(failed),
+                  kept)
         status = 1
     log.info("statistics at unmount: %s", fs.stats.to_json())
     log.info("unmounted %s", config.mountpoint)

@@ -369,14 +369,24 @@ OPTIONS: tuple[Option, ...] = (
            help="Remember names that do not exist for stat_cache_expire (default on; "
                 "turn off with disable_negative_cache)."),
     Option("use_cache", _string, None, CACHE, metavar="DIR",
-           help="Directory for the data of open files (default: a private directory in "
-                "tmpdir, removed at exit). A persistent read cache is planned."),
+           help="Directory for the data of open files and the journal of changes not yet "
+                "uploaded, kept across mounts: a mount after a crash uploads what the "
+                "killed one left (default: a private directory in tmpdir, removed at exit, "
+                "so nothing survives a crash). A persistent read cache is planned."),
     Option("check_cache_dir_exist", None, False, CACHE,
            help="Fail instead of creating the use_cache directory."),
     Option("del_cache", None, False, CACHE, _P),
-    Option("ensure_diskfree", _integer(0), None, CACHE, _P, metavar="MB"),
-    Option("free_space_ratio", _integer(0, 100), None, CACHE, _P),
-    Option("max_cache_size", _integer(0), None, CACHE, _P, metavar="MB"),
+    Option("ensure_diskfree", _integer(0), None, CACHE, metavar="MB",
+           help="Disk space that must stay free on the cache directory's disk; a write "
+                "that would use it waits for uploads to free space, else fails with ENOSPC "
+                "(default: none)."),
+    Option("free_space_ratio", _integer(0, 100), None, CACHE, metavar="PERCENT",
+           help="Like ensure_diskfree, in percent of the cache directory's disk (the larger "
+                "of the two counts; s3fs's default is 10, s3mount's none)."),
+    Option("max_cache_size", _integer(1), None, CACHE, metavar="MB",
+           help="Most disk space the data of open and not yet uploaded files may take in "
+                "the cache directory; a write beyond it waits for uploads to free space, "
+                "else fails with ENOSPC (default: no limit but the disk)."),
     Option("attrs_from_list", None, False, CACHE,
            help="For read-mostly data sets: stat shows listed entries with what LIST "
                 "says (size, Last-Modified as the times) and no HEAD per entry, so a cold "
@@ -411,6 +421,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("singlepart_copy_limit", _integer(0, 5 * 1024), 512, UPLOAD, metavar="MB",
            help="Largest object copied with one CopyObject request."),
     Option("putheader_mp_threshold", _integer(5), None, UPLOAD, _P, note=_WRITES),
+    Option("async_upload", None, False, UPLOAD,
+           help="Write-back: close() returns once the data is safe on local disk and "
+                "uploads run in the background (fsync() still waits for the upload). Needs "
+                "use_cache to survive a crash; a failed background upload is retried and "
+                "reported by the next close() or fsync() as EIO."),
     Option("nomultipart", None, False, UPLOAD,
            help="Never use multipart uploads (files above 5 GiB then fail with EFBIG)."),
     Option("nomixupload", None, False, UPLOAD, _P, note=_WRITES),

@@ -841,6 +841,12 @@ class Store:
             return None
         return info.etag
 
+    def multipart_uploads(self, key: str) -> list[str]:
+        """Ids of the multipart uploads in progress for exactly ``key`` (first 1000)."""
+        response = self._call("list_multipart_uploads", Prefix=key)
+        return [upload["UploadId"] for upload in response.get("Uploads", ())
+                if upload.get("Key") == key]
+
     def abort_multipart(self, key: str, upload_id: str) -> None:
         if self._sse is not None:
             with self._sse_lock:

@@ -119,6 +119,8 @@ class _ObjectSource:
 
 # Sends part (number, offset, length) of an upload and returns its ETag.
 _PartSender = Callable[[str, int, int, int], str]
+# Told "" before a multipart upload starts, its id once it exists, None when it ends.
+UploadWatcher = Callable[[str | None], None]
 
 
 class Transfer:
@@ -145,13 +147,16 @@ class Transfer:
         return self._copy_supported
 
     def upload(self, key: str, source: DataSource, *, metadata: Mapping[str, str],
-               content_type: str, original: Original | None = None) -> str:
+               content_type: str, original: Original | None = None,
+               on_multipart: UploadWatcher | None = None) -> str:
         """Write ``source`` to ``key``; return the new ETag.
 
         With ``original`` (the object being replaced), parts that lie within it and
         are unchanged are copied server-side. Blocks until done; on failure the
         multipart upload is aborted and the FsError raised (ESTALE when the
-        original changed meanwhile).
+        original changed meanwhile). ``on_multipart`` is told "" before a multipart
+        upload is started, its id once it exists, and None once it is completed or
+        aborted.
         """
         size = source.size
         settings = self._settings
@@ -179,7 +184,8 @@ class Transfer:
 
         part = part_size(size, settings.multipart_size)
         log.debug("multipart upload of %s (%d bytes, parts of %d)", key, size, part)
-        return self._multipart(key, metadata, content_type, size, part, send)
+        return self._multipart(key, metadata, content_type, size, part, send,
+                               on_multipart=on_multipart)
 
     def copy(self, source: Original, key: str, *, metadata: Mapping[str, str],
              content_type: str) -> str:
@@ -242,17 +248,24 @@ class Transfer:
 
     def _multipart(self, key: str, metadata: Mapping[str, str], content_type: str,
                    size: int, part: int, send: _PartSender,
-                   copy_of: Original | None = None) -> str:
+                   copy_of: Original | None = None,
+                   on_multipart: UploadWatcher | None = None) -> str:
         """``copy_of``: the object that the upload copies unchanged (for its SSE-C key)."""
+        watch = on_multipart or (lambda _upload_id: None)
+        watch("")
         upload_id = self._store.create_multipart(
             key, metadata=metadata, content_type=content_type,
             copy_of=(copy_of.key, copy_of.etag) if copy_of else None)
         try:
+            watch(upload_id)
             parts = self._run_parts(upload_id, _ranges(size, part), send)
-            return self._store.complete_multipart(key, upload_id, parts, size=size)
+            etag = self._store.complete_multipart(key, upload_id, parts, size=size)
         except BaseException:
             self._abort(key, upload_id)
+            watch(None)
             raise
+        watch(None)
+        return etag
 
     def _run_parts(self, upload_id: str, ranges: list[tuple[int, int, int]],
                    send: _PartSender) -> list[tuple[int, str]]:

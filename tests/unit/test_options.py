@@ -245,6 +245,9 @@ GOOD_EXAMPLE: dict[str, tuple[str, Any]] = {
     "use_sse": ("kmsid:key-1", "kmsid:key-1"),
     "load_sse_c": ("/etc/s3mount-sse-c", "/etc/s3mount-sse-c"),
     "bucket_size": ("2TiB", 2 * 1024**4),
+    "max_cache_size": ("1024", 1024),
+    "ensure_diskfree": ("512", 512),
+    "free_space_ratio": ("10", 10),
 }
 
 # (option string, spelling the message must name, value it must show).
@@ -317,6 +320,9 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("endpoint=", "endpoint", ""),
     ("bucket=", "bucket", ""),
     ("ca_bundle=", "ca_bundle", ""),
+    ("max_cache_size=0", "max_cache_size", "0"),
+    ("ensure_diskfree=-1", "ensure_diskfree", "-1"),
+    ("free_space_ratio=101", "free_space_ratio", "101"),
 ]
 
 # Values that once got through and could not work.

@@ -1,0 +1,108 @@
+"""Limits of the cache directory: ``max_cache_size`` and the free space to leave.
+
+Every open file reports the disk space its data file takes (st_blocks). Before
+data is added, ``reserve`` checks that it fits. When it does not, the cached
+content of files that are all in the bucket is dropped (it can be fetched
+again); if that is not enough, the writer waits as long as uploads are running
+that may free space (a closed file's data goes when its upload commits); when
+none is, it gets ENOSPC.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from .errors import FsError
+
+log = logging.getLogger(__name__)
+
+# How often a waiting writer looks again even without a notification
+# (another process may have freed disk space).
+RECHECK_SECONDS = 1.0
+
+
+class CacheSpace:
+    def __init__(self, directory: str, *, max_bytes: int | None = None, min_free: int = 0,
+                 free_ratio: int = 0,
+                 uploads_running: Callable[[], bool] = lambda: False,
+                 evict: Callable[[], None] = lambda: None) -> None:
+        """``max_bytes``: limit of the data files together (None: none); ``min_free``:
+        bytes that must stay free on the disk; ``free_ratio``: the same in percent of
+        the disk's size (the larger one counts)."""
+        self._directory = directory
+        self._max_bytes = max_bytes
+        self._min_free = min_free
+        if free_ratio:
+            disk = os.statvfs(directory)
+            self._min_free = max(min_free, disk.f_blocks * disk.f_frsize * free_ratio // 100)
+        self._uploads_running = uploads_running
+        self._evict = evict
+        self._usage: dict[int, int] = {}
+        self._total = 0
+        self._changed = threading.Condition()
+
+    @property
+    def limited(self) -> bool:
+        return self._max_bytes is not None or self._min_free > 0
+
+    @property
+    def used(self) -> int:
+        with self._changed:
+            return self._total
+
+    def _fits(self, extra: int) -> bool:
+        if self._max_bytes is not None and self._total + extra > self._max_bytes:
+            return False
+        if self._min_free:
+            disk = os.statvfs(self._directory)
+            if disk.f_bavail * disk.f_frsize - extra < self._min_free:
+                return False
+        return True
+
+    def reserve(self, extra: int) -> None:
+        """Return once ``extra`` more bytes fit; ENOSPC when they cannot.
+
+        May block (waiting for uploads): call without locks that uploads need,
+        other than the writer's own file lock.
+        """
+        if extra <= 0 or not self.limited:
+            return
+        waited = False
+        while True:
+            with self._changed:
+                if self._fits(extra):
+                    return
+            # Outside the condition's lock: evicting takes file locks, and a file
+            # that is closed takes this lock with those held.
+            self._evict()
+            with self._changed:
+                if self._fits(extra):
+                    return
+                if not self._uploads_running():
+                    raise FsError(errno.ENOSPC, "the cache directory is full "
+                                  "(max_cache_size / ensure_diskfree)")
+                if not waited:
+                    log.debug("a write waits for uploads to free cache space")
+                    waited = True
+                self._changed.wait(RECHECK_SECONDS)
+
+    def update(self, owner: int, used: int) -> None:
+        """``owner`` (an id) now takes ``used`` bytes."""
+        with self._changed:
+            self._total += used - self._usage.get(owner, 0)
+            self._usage[owner] = used
+            self._changed.notify_all()
+
+    def release(self, owner: int) -> None:
+        with self._changed:
+            self._total -= self._usage.pop(owner, 0)
+            self._changed.notify_all()
+
+    def wake(self) -> None:
+        """An upload ended: waiting writers look again (and give up if none is left)."""
+        with self._changed:
+            self._changed.notify_all()

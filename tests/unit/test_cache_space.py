@@ -1,0 +1,101 @@
+"""CacheSpace: the limits of the cache directory, eviction, back-pressure, ENOSPC."""
+
+from __future__ import annotations
+
+import errno
+import threading
+
+import pytest
+
+from s3mount.cache_space import CacheSpace
+from s3mount.errors import FsError
+
+MiB = 1024 * 1024
+
+
+def test_unlimited_space_never_waits(tmp_path):
+    space = CacheSpace(str(tmp_path))
+    space.update(1, 10**15)
+    space.reserve(10**15)
+    assert not space.limited
+
+
+def test_over_max_cache_size_without_uploads_is_enospc(tmp_path):
+    space = CacheSpace(str(tmp_path), max_bytes=4 * MiB)
+    space.update(1, 3 * MiB)
+    space.reserve(1 * MiB)  # exactly at the limit
+    with pytest.raises(FsError) as caught:
+        space.reserve(1 * MiB + 1)
+    assert caught.value.errno == errno.ENOSPC
+    space.release(1)
+    space.reserve(4 * MiB)
+    assert space.used == 0
+
+
+def test_eviction_is_tried_before_enospc(tmp_path):
+    evicted = []
+
+    def evict() -> None:
+        evicted.append(True)
+        space.update(1, 0)
+
+    space = CacheSpace(str(tmp_path), max_bytes=2 * MiB, evict=evict)
+    space.update(1, 2 * MiB)
+    space.reserve(1 * MiB)
+    assert evicted
+
+
+def test_a_writer_waits_while_uploads_run_and_continues_when_space_is_freed(tmp_path):
+    running = threading.Event()
+    running.set()
+    space = CacheSpace(str(tmp_path), max_bytes=2 * MiB, uploads_running=running.is_set)
+    space.update(1, 2 * MiB)
+    outcome: list[object] = []
+
+    def writer() -> None:
+        try:
+            space.reserve(1 * MiB)
+            outcome.append("reserved")
+        except FsError as exc:
+            outcome.append(exc.errno)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join(0.2)
+    assert thread.is_alive()  # waiting, not failed
+    space.release(1)  # the upload committed and the file left the cache
+    thread.join(10)
+    assert outcome == ["reserved"]
+
+
+def test_a_waiting_writer_gets_enospc_when_the_uploads_end_without_freeing(tmp_path):
+    running = threading.Event()
+    running.set()
+    space = CacheSpace(str(tmp_path), max_bytes=2 * MiB, uploads_running=running.is_set)
+    space.update(1, 2 * MiB)
+    outcome: list[object] = []
+
+    def writer() -> None:
+        try:
+            space.reserve(1 * MiB)
+        except FsError as exc:
+            outcome.append(exc.errno)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join(0.2)
+    assert thread.is_alive()
+    running.clear()
+    space.wake()
+    thread.join(10)
+    assert outcome == [errno.ENOSPC]
+
+
+def test_ensure_diskfree_counts_the_disk(tmp_path):
+    space = CacheSpace(str(tmp_path), min_free=2**62)  # more than any disk has
+    with pytest.raises(FsError) as caught:
+        space.reserve(1)
+    assert caught.value.errno == errno.ENOSPC
+    ratio = CacheSpace(str(tmp_path), free_ratio=100)
+    with pytest.raises(FsError):
+        ratio.reserve(1)
