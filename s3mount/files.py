@@ -126,7 +126,10 @@ class OpenFile:
         """Called with ``lock`` held, so no reader is inside read_range.
 
         ``keep_data``: leave the data file and its journal record for the next mount.
+        A second call does nothing (a release and a setattr may both drop the file).
         """
+        if self.closed:
+            return
         self.closed = True
         os.close(self._fd)
         self.space.release(id(self))
