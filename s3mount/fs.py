@@ -1397,7 +1397,8 @@ class Filesystem:
             return
         self._upload(file)
         with file.lock, self._files_lock:
-            if file.handles == 0 and not file.dirty:
+            # The release may have dropped (and closed) it meanwhile.
+            if file.handles == 0 and not file.dirty and not file.closed:
                 self._drop(file)
 
     def _store_metadata(self, path: str, node: Node) -> None:
