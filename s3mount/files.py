@@ -137,6 +137,9 @@ class OpenFile:
         self.handles = 0
         self.unlinked = False
         self.closed = False
+        # Another descriptor read the file, or wrote it, while it was written: the
+        # kernel's page cache may hold pages of a state between two versions.
+        self.raced = False
         # A background upload failed; reported by the next flush or fsync.
         self.upload_failed = False
         self.retries = 0  # background uploads failed in a row
