@@ -1,10 +1,15 @@
 """The content of a file while it is open for writing, held in a local cache file.
 
 The cache file is sparse and filled block by block: a block is fetched from
-the object only when it is read, or partly overwritten. Blocks that were
-written are *dirty*; a range with no dirty block that lies within the original
-object is *unchanged*, so an upload can copy it server-side instead of sending
-it (s3fs's mixupload). This object is the ``DataSource`` of transfer.upload.
+the object only when it is read, or uploaded while only part of it was
+written. A write never waits for a download: a block that is written only in
+part is *partial*, and the byte ranges written are recorded; its other bytes
+are filled in from the object when it is first read or uploaded (only the
+gaps are written, so the new bytes stay). Filling fetches runs of blocks with
+one ranged GET each. Blocks that were written are *dirty*; a range with no
+dirty block that lies within the original object is *unchanged*, so an upload
+can copy it server-side instead of sending it (s3fs's mixupload). This object
+is the ``DataSource`` of transfer.upload.
 
 The cache file is a named file of the mount's journal session (see
 journal.py): while the file has changes not yet in the bucket, a journal
@@ -33,6 +38,9 @@ from .store import Store
 from .transfer import Original
 
 BLOCK = 1024 * 1024
+# The longest range of the original object that one GET fetches to fill blocks
+# (an upload part of the default 10 MiB takes one).
+MAX_FETCH = 16 * BLOCK
 
 
 def _disk_error(exc: OSError, what: str) -> FsError:
@@ -51,7 +59,35 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 
 def _written_blocks(record: Record, fd: int) -> set[int]:
-    return data_blocks(fd, BLOCK) | block_set(record.loaded)
+    """Blocks whose content is all in the data file (partial ones are not)."""
+    return (data_blocks(fd, BLOCK) | block_set(record.loaded)) - set(record.partial)
+
+
+def add_range(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """``ranges`` (sorted, disjoint) with [start, end) added, merged where they touch."""
+    if start >= end:
+        return list(ranges)
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted([*ranges, (start, end)]):
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def gaps(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) that ``ranges`` (sorted, disjoint) do not cover."""
+    found: list[tuple[int, int]] = []
+    for first, last in ranges:
+        if first > start:
+            found.append((start, min(first, end)))
+        start = max(start, last)
+        if start >= end:
+            break
+    if start < end:
+        found.append((start, end))
+    return [(a, b) for a, b in found if a < b]
 
 
 def _complete(record: Record, written: set[int]) -> bool:
@@ -89,8 +125,10 @@ class OpenFile:
         self.content_type = content_type
         self.lock = threading.Lock()
         self._blocks_lock = threading.Lock()
-        self._loaded: set[int] = set()
+        self._loaded: set[int] = set()  # blocks whose whole content the cache file holds
         self._dirty: set[int] = set()
+        # Partial blocks: block → the byte ranges written (see the module's doc).
+        self._partial: dict[int, list[tuple[int, int]]] = {}
         # A new file must reach the bucket even when nothing is written to it.
         self.data_dirty = original is None
         self.meta_dirty = False
@@ -99,6 +137,9 @@ class OpenFile:
         self.handles = 0
         self.unlinked = False
         self.closed = False
+        # Another descriptor read the file, or wrote it, while it was written: the
+        # kernel's page cache may hold pages of a state between two versions.
+        self.raced = False
         # A background upload failed; reported by the next flush or fsync.
         self.upload_failed = False
         self.retries = 0  # background uploads failed in a row
@@ -146,12 +187,14 @@ class OpenFile:
     def record(self) -> Record:
         with self._blocks_lock:
             loaded = block_ranges(self._loaded)
+            partial = {block: list(ranges) for block, ranges in self._partial.items()}
         return Record(key=self.key, attr=self.attr, original=self.original,
                       original_limit=self.original_limit, loaded=loaded,
                       xattrs=dict(self.xattrs), keep=dict(self.keep),
                       content_type=self.content_type,
                       upload_key=self.upload_id[0] if self.upload_id else None,
-                      upload_id=self.upload_id[1] if self.upload_id else None)
+                      upload_id=self.upload_id[1] if self.upload_id else None,
+                      partial=partial)
 
     def persist(self, *, force: bool = False) -> None:
         """Make the content and a record of it durable in the journal (with ``lock``
@@ -197,7 +240,10 @@ class OpenFile:
         size = max(record.attr.size, file._data_size)
         file.attr = dataclasses.replace(record.attr, size=size)
         file._loaded = set(written)
-        file._dirty = set(written)
+        if original is not None:
+            file._partial = {block: list(ranges) for block, ranges in record.partial.items()
+                             if block * BLOCK < file.original_limit}
+        file._dirty = written | set(file._partial)
         file.data_dirty = True
         file.space.update(id(file), os.fstat(file._fd).st_blocks * 512)
         return file
@@ -208,27 +254,56 @@ class OpenFile:
     def _blocks(self, start: int, end: int) -> range:
         return range(start // BLOCK, (end + BLOCK - 1) // BLOCK)
 
+    def _needs_original(self, block: int) -> bool:
+        return self.original is not None and block * BLOCK < self.original_limit
+
     def _load(self, start: int, end: int) -> None:
-        """Make the cache file hold the original bytes of every block in [start, end)."""
-        for block in self._blocks(start, end):
-            with self._blocks_lock:
+        """Make the cache file hold the content of every block in [start, end):
+        what was never written is filled in from the original object, with one
+        GET per run of such blocks (up to MAX_FETCH bytes; blocks held already
+        inside a run are fetched along rather than splitting it)."""
+        with self._blocks_lock:
+            missing = [block for block in self._blocks(start, end) if block not in self._loaded]
+            for block in missing:
+                if not self._needs_original(block):
+                    # Past the original: bytes never written read as zeros.
+                    self._loaded.add(block)
+                    self._partial.pop(block, None)
+        fetch = [block for block in missing if self._needs_original(block)]
+        while fetch:
+            run = [block for block in fetch if (block - fetch[0] + 1) * BLOCK <= MAX_FETCH]
+            fetch = fetch[len(run):]
+            self._fill(run)
+
+    def _fill(self, blocks: list[int]) -> None:
+        """Fetch the original bytes of ``blocks`` (ascending) in one GET; write the
+        bytes of each that were not written since."""
+        assert self.original is not None
+        first = blocks[0] * BLOCK
+        last = min((blocks[-1] + 1) * BLOCK, self.original_limit)
+        data = memoryview(self.store.get_range(self.original.key, first, last - 1,
+                                               self.original.etag))
+        pieces: list[tuple[int, int]] = []
+        with self._blocks_lock:
+            for block in blocks:
                 if block in self._loaded:
                     continue
-            first = block * BLOCK
-            last = min(first + BLOCK, self.original_limit)
-            if first < last and self.original is not None:
-                data = self.store.get_range(self.original.key, first, last - 1,
-                                            self.original.etag)
-                self.space.reserve(len(data))
-                try:
-                    _pwrite_all(self._fd, data, first)
-                except OSError as exc:
-                    raise _disk_error(exc, "write") from None
-                finally:
-                    self._account()
-                self._data_size = max(self._data_size, last)
-            with self._blocks_lock:
+                block_end = min((block + 1) * BLOCK, last)
+                pieces += gaps(self._partial.get(block, []), block * BLOCK, block_end)
+        self.space.reserve(sum(b - a for a, b in pieces))
+        try:
+            for a, b in pieces:
+                _pwrite_all(self._fd, data[a - first:b - first], a)
+        except OSError as exc:
+            raise _disk_error(exc, "write") from None
+        finally:
+            self._account()
+        if pieces:
+            self._data_size = max(self._data_size, pieces[-1][1])
+        with self._blocks_lock:
+            for block in blocks:
                 self._loaded.add(block)
+                self._partial.pop(block, None)
 
     def read_range(self, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) of the current content (fewer only at EOF)."""
@@ -252,28 +327,53 @@ class OpenFile:
 
     def write(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
-        # Blocks only partly overwritten must hold their other bytes first.
-        if offset % BLOCK:
-            self._load(offset, offset + 1)
-        if end % BLOCK:
-            self._load(end - 1, end)
         blocks = self._blocks(offset, end)
+        # Blocks only partly overwritten that still lack original bytes.
+        edges = sorted({offset // BLOCK, (end - 1) // BLOCK}) if end > offset else []
+        with self._blocks_lock:
+            edges = [block for block in edges
+                     if (block * BLOCK < offset or end < (block + 1) * BLOCK)
+                     and block not in self._loaded and self._needs_original(block)]
+            partial = [block for block in self._partial if block in blocks]
+        if (edges or partial) and self.journaled:
+            # The journal record lists partial blocks as they were: bytes written
+            # now into their gaps would be filled from the object by a recovery.
+            # While a record exists, such blocks are filled before the write,
+            # and the record renewed when it named them partial.
+            for block in sorted({*edges, *partial}):
+                self._load(block * BLOCK, block * BLOCK + 1)
+            if partial:
+                self.persist(force=True)
+            edges = []
         with self._blocks_lock:
             new_blocks = sum(1 for block in blocks if block not in self._loaded)
         self.space.reserve(max(end - self._data_size, 0) + new_blocks * BLOCK)
+        with self._blocks_lock:
+            # Recorded before the bytes land: after a failed write the range holds
+            # some of them, and must not be filled from the object later.
+            for block in edges:
+                ranges = add_range(self._partial.get(block, []), max(offset, block * BLOCK),
+                                   min(end, (block + 1) * BLOCK))
+                self._partial[block] = ranges
         try:
             _pwrite_all(self._fd, data, offset)
         except OSError as exc:
             # Blocks that held content may hold part of the new bytes now.
             with self._blocks_lock:
-                self._dirty.update(block for block in blocks if block in self._loaded)
+                self._dirty.update(block for block in blocks
+                                   if block in self._loaded or block in self._partial)
             self._changes += 1
             raise _disk_error(exc, "write") from None
         finally:
             self._account()
         self._data_size = max(self._data_size, end)
         with self._blocks_lock:
-            self._loaded.update(blocks)
+            for block in blocks:
+                if block in edges and gaps(self._partial[block], block * BLOCK,
+                                           min((block + 1) * BLOCK, self.original_limit)):
+                    continue  # still partial
+                self._partial.pop(block, None)
+                self._loaded.add(block)
             self._dirty.update(blocks)
         self._content_changed(max(self.size, end))
 
@@ -291,6 +391,8 @@ class OpenFile:
             boundary = size // BLOCK
             with self._blocks_lock:
                 self._loaded = {b for b in self._loaded if b <= boundary}
+                # The boundary block was filled above, so it is not partial.
+                self._partial = {b: r for b, r in self._partial.items() if b < boundary}
                 self._dirty = {b for b in self._dirty if b <= boundary}
                 if size % BLOCK:
                     self._dirty.add(boundary)
@@ -322,6 +424,7 @@ class OpenFile:
             return
         with self._blocks_lock:
             self._loaded.clear()
+            self._partial.clear()
         self._data_size = 0
         self.original_limit = self.original.size
         self._account()

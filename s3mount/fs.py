@@ -795,6 +795,8 @@ class Filesystem:
             # Read-your-writes, also through a descriptor opened before the writer's.
             with file.lock:
                 if not file.closed:  # else the last writer's release just dropped it
+                    if not handle.writable:
+                        file.raced = True
                     return file.read_range(offset, size)
         if handle.reader is None:
             # Opened while the file was open for writing; that writer is gone now.
@@ -812,6 +814,8 @@ class Filesystem:
         if file is None or not handle.writable:
             raise FsError(errno.EBADF)
         with file.lock:
+            if file.handles > 1:
+                file.raced = True
             file.write(offset, data)
         return len(data)
 
@@ -1021,8 +1025,13 @@ class Filesystem:
         file.committed(etag)
         file.keep = metadata
         with self._handles_lock:
-            # Our own upload: the kernel's pages already hold this content.
+            # Our own upload: the kernel's pages hold this content, unless reads or
+            # other writers overlapped the writes (a read's answer can land in the
+            # page cache after a write that changed its range).
             self._opened_etags[file.ino] = etag
+        if file.raced:
+            file.raced = False
+            self.on_stale(file.ino)
         return self.inodes.path(file.ino)
 
     # Recovery of the journals of mounts that were killed
@@ -1397,7 +1406,8 @@ class Filesystem:
             return
         self._upload(file)
         with file.lock, self._files_lock:
-            if file.handles == 0 and not file.dirty:
+            # The release may have dropped (and closed) it meanwhile.
+            if file.handles == 0 and not file.dirty and not file.closed:
                 self._drop(file)
 
     def _store_metadata(self, path: str, node: Node) -> None:

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 JOURNAL_DIR = "journal"
 LOCK_NAME = "lock"
-VERSION = 1
+VERSION = 2
+# Version 1 records have no partly written blocks; they read the same way.
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclasses.dataclass
@@ -54,6 +56,10 @@ class Record:
     # A multipart upload running for this record; "" while one is being started.
     upload_id: str | None = None
     upload_key: str | None = None  # the key that upload writes
+    # Blocks written only in part, whose other bytes are still in the original
+    # object: block → written byte ranges [start, end) (offsets in the file).
+    # Such a block holds data in the data file but is not complete.
+    partial: dict[int, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,11 +75,13 @@ class Record:
             "content_type": self.content_type,
             "upload_id": self.upload_id,
             "upload_key": self.upload_key,
+            "partial": {str(block): [list(r) for r in ranges]
+                        for block, ranges in self.partial.items()},
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
-        if data.get("version") != VERSION:
+        if data.get("version") not in READABLE_VERSIONS:
             raise ValueError(f"unknown journal version {data.get('version')!r}")
         original = data["original"]
         return cls(
@@ -87,6 +95,8 @@ class Record:
             content_type=data["content_type"],
             upload_id=data.get("upload_id"),
             upload_key=data.get("upload_key"),
+            partial={int(block): [(int(a), int(b)) for a, b in ranges]
+                     for block, ranges in data.get("partial", {}).items()},
         )
 
 

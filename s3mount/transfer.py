@@ -14,11 +14,12 @@ of it (s3fs answers EIO there).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Protocol
 
@@ -44,6 +45,41 @@ class TransferSettings:
     nomultipart: bool = False
     nocopyapi: bool = False  # never use CopyObject/UploadPartCopy: download and re-upload
     max_thread_count: int = 10  # parallel part requests
+    # Bytes of content held in memory by all uploads of the mount together.
+    max_bytes_in_flight: int = 48 * MiB
+
+
+class ByteBudget:
+    """Bytes that uploads may hold in memory at once, shared by all of them.
+
+    Parallel parts of several files would otherwise hold max_thread_count part
+    bodies each (100 MiB with the defaults). One request larger than the whole
+    budget (a part of a huge file) gets it all, alone.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(capacity, 1)
+        self._used = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, amount: int) -> Iterator[None]:
+        amount = min(amount, self.capacity)
+        with self._changed:
+            while self._used and self._used + amount > self.capacity:
+                self._changed.wait()
+            self._used += amount
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._used -= amount
+                self._changed.notify_all()
+
+    @property
+    def used(self) -> int:
+        with self._changed:
+            return self._used
 
 
 class DataSource(Protocol):
@@ -137,6 +173,7 @@ class Transfer:
                                         thread_name_prefix="s3mount-part")
         self._lock = threading.Lock()
         self._copy_supported = True
+        self.budget = ByteBudget(settings.max_bytes_in_flight)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -164,8 +201,10 @@ class Transfer:
             raise FsError(errno.EFBIG, f"{size} bytes is too large for one object")
         if size == 0 or size < settings.multipart_threshold or settings.nomultipart:
             log.debug("PUT %s (%d bytes)", key, size)
-            body = _read_exactly(source, 0, size) if size else b""
-            return self._store.put(key, body, metadata=metadata, content_type=content_type)
+            with self.budget.hold(size):
+                body = _read_exactly(source, 0, size) if size else b""
+                return self._store.put(key, body, metadata=metadata,
+                                       content_type=content_type)
         copy_from = None if settings.nocopyapi else original
 
         def send(upload_id: str, number: int, offset: int, length: int) -> str:
@@ -179,8 +218,9 @@ class Transfer:
                     if exc.errno != errno.ENOTSUP:
                         raise
                     self._copy_unsupported(exc)
-            return self._store.upload_part(key, upload_id, number,
-                                           _read_exactly(source, offset, length))
+            with self.budget.hold(length):
+                return self._store.upload_part(key, upload_id, number,
+                                               _read_exactly(source, offset, length))
 
         part = part_size(size, settings.multipart_size)
         log.debug("multipart upload of %s (%d bytes, parts of %d)", key, size, part)
@@ -273,7 +313,8 @@ class Transfer:
 
         At most max_thread_count parts of this upload are queued or running at a
         time, so a large file neither floods the shared pool nor holds more than
-        that many parts' bytes (each task reads its own data).
+        that many parts' bytes (each task reads its own data); the bytes held
+        by all uploads together are bounded by ``budget``.
         """
         window = self._settings.max_thread_count
         waiting = iter(ranges)

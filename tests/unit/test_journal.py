@@ -108,3 +108,12 @@ def test_without_durability_nothing_is_recorded(tmp_path):
     assert not journal.has_record(name)
     os.close(fd)
     journal.close(keep_records=False)
+
+
+def test_partial_blocks_round_trip_and_version_1_records_still_read():
+    rec = record(partial={6: [(6 * BLOCK + 5, 6 * BLOCK + 10)], 9: [(9 * BLOCK, 9 * BLOCK + 1)]})
+    assert Record.from_json(rec.to_json()) == rec
+    old = record().to_json()
+    old["version"] = 1
+    del old["partial"]
+    assert Record.from_json(old) == record()
