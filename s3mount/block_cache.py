@@ -13,6 +13,10 @@ disk) when a reader closes and at unmount, and before blocks are evicted, so
 an index never names a block that is not on disk. Blocks written after the
 last index write are simply not known to the next mount.
 
+One mount at a time owns ``blocks`` (a lock on ``blocks.lock``); a second mount
+of the same bucket with the same use_cache gets a directory of its own that
+goes at unmount.
+
 Space: the data files' disk usage counts in the CacheSpace as one owner,
 BLOCKS_OWNER. Before a block is stored it must fit (max_cache_size,
 ensure_diskfree / free_space_ratio, and never the last MIN_DISK_FREE_RATIO of
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import json
 import logging
@@ -75,7 +80,18 @@ class _Entry:
 class BlockCache:
     def __init__(self, cache_dir: str, space: CacheSpace, stats: Stats, *,
                  wipe: bool = False, block: int = BLOCK) -> None:
-        self.directory = os.path.join(cache_dir, BLOCKS_DIR)
+        self._lock_fd = os.open(os.path.join(cache_dir, BLOCKS_DIR + ".lock"),
+                                os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.directory = os.path.join(cache_dir, BLOCKS_DIR)
+            self._persistent = True
+        except BlockingIOError:
+            log.info("another mount uses the read cache in %s: this one keeps its own "
+                     "until unmount", cache_dir)
+            self.directory = os.path.join(cache_dir, f"{BLOCKS_DIR}-{os.getpid()}")
+            self._persistent = False
+            wipe = True
         self.block = block
         self._space = space
         self._stats = stats
@@ -186,12 +202,13 @@ class BlockCache:
 
     def close(self, *, wipe: bool = False) -> None:
         with self._lock:
-            if wipe:
+            if wipe or not self._persistent:
                 self.wipe()
-                return
-            for entry in list(self._entries.values()):
-                if entry.unsaved:
-                    self._save(entry)
+            else:
+                for entry in list(self._entries.values()):
+                    if entry.unsaved:
+                        self._save(entry)
+            os.close(self._lock_fd)
 
     def wipe(self) -> None:
         """Remove every cached block (del_cache)."""
