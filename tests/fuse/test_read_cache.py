@@ -120,10 +120,31 @@ def test_without_use_cache_reads_are_cached_in_the_private_directory(s3, bucket,
     gets = proxy.counts()["GetObject"]
     # Served by the disk cache even when the kernel's pages are gone (dropping
     # them needs root; without, the page cache serves it, also with no GET).
-    subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"], check=False)
+    hits = read_stats(m.path)["disk_cache"]["hits"]
+    dropped = subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"],
+                             capture_output=True).returncode == 0
     with open(m.path / "f", "rb") as f:
         assert f.read() == data
     assert proxy.counts()["GetObject"] == gets
+    if dropped:
+        assert read_stats(m.path)["disk_cache"]["hits"] >= hits + 3
+    else:
+        print("drop_caches failed (not root?): the kernel's page cache served the re-read")
     assert [p.name for p in private.iterdir()]  # the private directory is in use
     assert m.stop() == 0
     assert list(private.iterdir()) == []  # removed at exit
+
+
+def test_a_second_dd_of_a_big_file_makes_no_get(s3, bucket, mount, proxy, tmp_path):
+    data = put_random(s3, bucket, "big", 48 * MiB + 4321, seed=7)
+    m = mount(bucket, url=proxy.url)
+    out = tmp_path / "copy"
+    gets = []
+    for _ in range(3):
+        before = proxy.counts()["GetObject"]
+        subprocess.run(["dd", f"if={m.path / 'big'}", f"of={out}", "bs=1M", "status=none"],
+                       check=True)
+        gets.append(proxy.counts()["GetObject"] - before)
+        assert out.read_bytes() == data
+    assert gets[0] > 0
+    assert gets[1:] == [0, 0], gets
