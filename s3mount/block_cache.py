@@ -120,7 +120,8 @@ class BlockCache:
                 self._remove(entry)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._data_path(name))
-            self._entries[name] = _Entry(name, key, etag, size)
+            if etag:  # without an ETag a version cannot be told from another
+                self._entries[name] = _Entry(name, key, etag, size)
 
     def get(self, key: str, etag: str, start: int, end: int) -> bytes | None:
         """Bytes [start, end) of that version when all their blocks are cached."""
@@ -307,7 +308,7 @@ class BlockCache:
         """The entry of that version; None when another version is cached (a
         reader of an older version then reads without the cache)."""
         entry = self._entries.get(self._name(key))
-        return entry if entry is not None and entry.etag == etag else None
+        return entry if entry is not None and etag and entry.etag == etag else None
 
     def _write(self, entry: _Entry, offset: int, data: bytes) -> None:
         fd = os.open(self._data_path(entry.name), os.O_WRONLY | os.O_CREAT, 0o600)

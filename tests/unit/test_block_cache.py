@@ -110,3 +110,12 @@ def test_wipe_at_start(tmp_path: Path) -> None:
     second.open_version("k", "e", BLOCK)
     assert second.get("k", "e", 0, BLOCK) is None
     second.close()
+
+
+def test_an_object_without_etag_is_not_cached(tmp_path: Path) -> None:
+    cache = make(tmp_path)
+    cache.open_version("k", "", BLOCK)
+    cache.put("k", "", 0, b"x" * BLOCK)
+    assert cache.get("k", "", 0, BLOCK) is None
+    assert cache.used == 0
+    cache.close()
