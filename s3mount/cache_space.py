@@ -29,7 +29,8 @@ class CacheSpace:
     def __init__(self, directory: str, *, max_bytes: int | None = None, min_free: int = 0,
                  free_ratio: int = 0,
                  uploads_running: Callable[[], bool] = lambda: False,
-                 evict: Callable[[], None] = lambda: None) -> None:
+                 evict: Callable[[], None] = lambda: None,
+                 evict_read_cache: Callable[[int], int] = lambda wanted: 0) -> None:
         """``max_bytes``: limit of the data files together (None: none); ``min_free``:
         bytes that must stay free on the disk; ``free_ratio``: the same in percent of
         the disk's size (the larger one counts)."""
@@ -41,6 +42,7 @@ class CacheSpace:
             self._min_free = max(min_free, disk.f_blocks * disk.f_frsize * free_ratio // 100)
         self._uploads_running = uploads_running
         self._evict = evict
+        self._evict_read_cache = evict_read_cache
         self._usage: dict[int, int] = {}
         self._total = 0
         self._changed = threading.Condition()
@@ -55,13 +57,21 @@ class CacheSpace:
             return self._total
 
     def _fits(self, extra: int) -> bool:
-        if self._max_bytes is not None and self._total + extra > self._max_bytes:
-            return False
+        return self._shortfall(extra) <= 0
+
+    def _shortfall(self, extra: int) -> int:
+        short = 0
+        if self._max_bytes is not None:
+            short = self._total + extra - self._max_bytes
         if self._min_free:
             disk = os.statvfs(self._directory)
-            if disk.f_bavail * disk.f_frsize - extra < self._min_free:
-                return False
-        return True
+            short = max(short, self._min_free - (disk.f_bavail * disk.f_frsize - extra))
+        return short
+
+    def shortfall(self, extra: int) -> int:
+        """Bytes to free before ``extra`` more fit (0 or less: they fit now)."""
+        with self._changed:
+            return self._shortfall(extra)
 
     def reserve(self, extra: int) -> None:
         """Return once ``extra`` more bytes fit; ENOSPC when they cannot.
@@ -77,7 +87,12 @@ class CacheSpace:
                 if self._fits(extra):
                     return
             # Outside the condition's lock: evicting takes file locks, and a file
-            # that is closed takes this lock with those held.
+            # that is closed takes this lock with those held. Blocks of the read
+            # cache go first: open files' clean data is more likely read again.
+            self._evict_read_cache(self.shortfall(extra))
+            with self._changed:
+                if self._fits(extra):
+                    return
             self._evict()
             with self._changed:
                 if self._fits(extra):

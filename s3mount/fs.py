@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn
 
+from .block_cache import BlockCache
 from .cache_space import CacheSpace
 from .dir_times import DirTimeUpdates
 from .errors import FsError
@@ -99,12 +100,14 @@ class FsSettings:
     enable_negative_cache: bool = True
     compat_dir: bool = True
     max_thread_count: int = 10
+    multireq_max: int = 20  # parallel attribute prefetches of a listing
     cache_dir: str = "/tmp"
     # Keep a journal of dirty files in cache_dir (a persistent use_cache directory).
     journal: bool = False
     # close() returns once the data is in the journal; uploads run in the background.
     async_upload: bool = False
     max_cache_size: int | None = None  # bytes of data files at most
+    del_cache: bool = False  # wipe the read cache at start and at exit
     ensure_diskfree: int = 0  # bytes that must stay free on the cache directory's disk
     free_space_ratio: int = 0  # the same, in percent of that disk
     update_parent_dir_stat: bool = True
@@ -185,7 +188,7 @@ class Filesystem:
         self._executor = ThreadPoolExecutor(settings.max_thread_count,
                                             thread_name_prefix="s3mount-io")
         # Attribute lookups started by a directory listing, by path.
-        self._prefetcher = ThreadPoolExecutor(settings.max_thread_count,
+        self._prefetcher = ThreadPoolExecutor(settings.multireq_max,
                                               thread_name_prefix="s3mount-prefetch")
         self._prefetches: dict[str, Future[tuple[Node | None, int]]] = {}
         self._read_pool = ReadPool(settings.max_thread_count, window=settings.read_ahead_max,
@@ -216,7 +219,11 @@ class Filesystem:
                                 min_free=settings.ensure_diskfree,
                                 free_ratio=settings.free_space_ratio,
                                 uploads_running=self._uploads_running,
-                                evict=self._evict_clean_files)
+                                evict=self._evict_clean_files,
+                                evict_read_cache=lambda wanted: self.read_cache.evict(wanted))
+        # Blocks read from objects, on disk (kept across mounts with use_cache).
+        self.read_cache = BlockCache(settings.cache_dir, self.space, self.stats,
+                                     wipe=settings.del_cache)
         self._background = ThreadPoolExecutor(settings.max_thread_count,
                                               thread_name_prefix="s3mount-upload")
         self._retries: dict[int, threading.Timer] = {}
@@ -249,6 +256,7 @@ class Filesystem:
         self._dir_times.close()
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
         self._read_pool.close()
+        self.read_cache.close(wipe=self.settings.del_cache)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.transfer.close()
         return failed
@@ -767,7 +775,8 @@ class Filesystem:
             self.on_stale(ino)
 
         return ObjectReader(self.store, self._read_pool, node.key or "", node.etag,
-                            node.stored.size, refresh, latest_etag, changed)
+                            node.stored.size, refresh, latest_etag, changed,
+                            cache=self.read_cache)
 
     def create(self, parent_ino: int, name: str, mode: int, uid: int,
                gid: int) -> tuple[int, int, Attr]:

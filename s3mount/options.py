@@ -372,10 +372,15 @@ OPTIONS: tuple[Option, ...] = (
            help="Directory for the data of open files and the journal of changes not yet "
                 "uploaded, kept across mounts: a mount after a crash uploads what the "
                 "killed one left (default: a private directory in tmpdir, removed at exit, "
-                "so nothing survives a crash). A persistent read cache is planned."),
+                "so nothing survives a crash). Data read from objects is kept there too, "
+                "in 1 MiB blocks, and reused by later mounts while the object's ETag and "
+                "size are unchanged."),
     Option("check_cache_dir_exist", None, False, CACHE,
            help="Fail instead of creating the use_cache directory."),
-    Option("del_cache", None, False, CACHE, _P),
+    Option("del_cache", None, False, CACHE,
+           help="Delete the cached data of objects read (the read cache in the cache "
+                "directory) at mount and at unmount; the journal of changes not yet "
+                "uploaded is kept."),
     Option("ensure_diskfree", _integer(0), None, CACHE, metavar="MB",
            help="Disk space that must stay free on the cache directory's disk; a write "
                 "that would use it waits for uploads to free space, else fails with ENOSPC "
@@ -384,9 +389,11 @@ OPTIONS: tuple[Option, ...] = (
            help="Like ensure_diskfree, in percent of the cache directory's disk (the larger "
                 "of the two counts; s3fs's default is 10, s3mount's none)."),
     Option("max_cache_size", _integer(1), None, CACHE, metavar="MB",
-           help="Most disk space the data of open and not yet uploaded files may take in "
-                "the cache directory; a write beyond it waits for uploads to free space, "
-                "else fails with ENOSPC (default: no limit but the disk)."),
+           help="Most disk space the data of open and not yet uploaded files and the "
+                "read cache may take in the cache directory; the least recently read "
+                "blocks are evicted first, then a write beyond it waits for uploads to "
+                "free space, else fails with ENOSPC (default: no limit but the disk; the "
+                "read cache always leaves 5% of the disk free)."),
     Option("attrs_from_list", None, False, CACHE,
            help="For read-mostly data sets: stat shows listed entries with what LIST "
                 "says (size, Last-Modified as the times) and no HEAD per entry, so a cold "
@@ -461,8 +468,13 @@ OPTIONS: tuple[Option, ...] = (
                 "descriptors keep working."),
     Option("max_read", _integer(4096), None, UPLOAD, _P),
     Option("max_thread_count", _integer(1, 256), 10, UPLOAD,
-           aliases=("parallel_count", "multireq_max"), metavar="N",
-           help="Parallel S3 requests, and the number of FUSE worker threads."),
+           aliases=("parallel_count",), metavar="N",
+           help="Parallel S3 requests of transfers (parts of uploads, copies and "
+                "read-ahead), and the number of FUSE worker threads."),
+    Option("multireq_max", _integer(1, 256), 20, UPLOAD, metavar="N",
+           help="Parallel HEAD requests that fetch the attributes of a listed "
+                "directory's entries (ls -l), apart from max_thread_count "
+                "(as in s3fs)."),
     # Network and retries
     Option("retries", _integer(0, 100), 5, NETWORK, metavar="N",
            help="Retries of a failed request: 5xx answers, throttling (503 SlowDown, 429), "

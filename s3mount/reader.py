@@ -10,6 +10,12 @@ forward within what was requested, or back by at most READ_BACK bytes, are
 served from it; any other read drops it and fetches only the bytes it asks
 for (a random read), and a read that continues it begins a new stream.
 
+With a disk cache (BlockCache), every range is fetched in whole blocks of it
+(parts end on block boundaries; random reads fetch only their bytes), blocks
+that are cached are read from disk instead of S3, and fetched blocks are
+stored. A range is either all cached or fetched with If-Match from its first
+missing block, so a read never mixes two versions.
+
 Memory: a stream holds at most its window ahead of the reader plus READ_BACK
 behind, and all streams together at most the pool's total: beyond it a stream
 does not read ahead (the bytes a read needs are always fetched).
@@ -23,6 +29,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from .block_cache import BlockCache
 from .errors import FsError
 from .stats import Stats
 from .store import Store
@@ -93,8 +100,11 @@ class ObjectReader:
     def __init__(self, store: Store, pool: ReadPool, key: str, etag: str, size: int,
                  refresh: Callable[[], tuple[str, str, int]],
                  latest_etag: Callable[[], str | None],
-                 changed: Callable[[], None] = lambda: None) -> None:
+                 changed: Callable[[], None] = lambda: None,
+                 cache: BlockCache | None = None) -> None:
         self._store = store
+        self._cache = cache
+        self._align = cache.block if cache is not None else 1
         self._stats: Stats = store.stats
         self._pool = pool
         self.key = key
@@ -110,6 +120,8 @@ class ObjectReader:
         self._fetched_to = 0
         self._window = 0
         self._next_offset = 0
+        if cache is not None:
+            cache.open_version(key, etag, size)
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
@@ -135,11 +147,15 @@ class ObjectReader:
         """Drop the read-ahead (the handle is released)."""
         with self._lock:
             self._drop_parts()
+            if self._cache is not None:
+                self._cache.save(self.key)
 
     def _follow(self) -> None:
         self._drop_parts()
         self.key, self.etag, self.size = self._refresh()
         self._next_offset = 0
+        if self._cache is not None:
+            self._cache.open_version(self.key, self.etag, self.size)
 
     def _read(self, offset: int, size: int) -> bytes:
         end = min(offset + size, self.size)
@@ -155,7 +171,7 @@ class ObjectReader:
                 # follow each other again.
                 self._next_offset = end
                 self._window = 0
-                return self._store.get_range(self.key, offset, end - 1, self.etag)
+                return self._get(self.key, self.etag, self.size, offset, end, whole=False)
             self._window = READ_AHEAD_FIRST
             self._fetched_to = offset
             self._request(offset, max(end, offset + self._window), needed_to=end)
@@ -190,7 +206,7 @@ class ObjectReader:
         """Request [start, end) in parts of at most READ_PART; parts below
         ``needed_to`` are needed now, the others are read-ahead and stop at the
         pool's budget."""
-        end = min(end, self.size)
+        end = min(-(-end // self._align) * self._align, self.size)
         while start < end:
             part_end = min(start + READ_PART, end)
             if not self._pool.reserve(part_end - start, needed=start < needed_to):
@@ -200,8 +216,37 @@ class ObjectReader:
             self._fetched_to = start = part_end
 
     def _fetcher(self, start: int, end: int) -> Callable[[], bytes]:
-        key, etag = self.key, self.etag
-        return lambda: self._store.get_range(key, start, end - 1, etag)
+        key, etag, size = self.key, self.etag, self.size
+        return lambda: self._get(key, etag, size, start, end)
+
+    def _get(self, key: str, etag: str, size: int, start: int, end: int, *,
+             whole: bool = True) -> bytes:
+        """Bytes [start, end) of that version: from the disk cache when all its
+        blocks are there, else the cached blocks at the start and a GET of the rest
+        in whole blocks, which are stored (``whole``; a random read fetches only
+        its bytes)."""
+        cache = self._cache
+        if cache is None:
+            return self._store.get_range(key, start, end - 1, etag)
+        data = cache.get(key, etag, start, end)
+        if data is not None:
+            return data
+        if not whole:
+            self._stats.count("disk_cache_misses")
+            data = self._store.get_range(key, start, end - 1, etag)
+            cache.put(key, etag, start, data)
+            return data
+        low = start - start % cache.block
+        high = min(-(-end // cache.block) * cache.block, size)
+        cached_to = cache.cached_prefix(key, etag, low, high)
+        prefix = cache.get(key, etag, low, cached_to) if cached_to > low else b""
+        if prefix is None:  # evicted meanwhile
+            cached_to, prefix = low, b""
+        fetched = self._store.get_range(key, cached_to, high - 1, etag)
+        self._stats.count("disk_cache_misses", -(-(high - cached_to) // cache.block))
+        if len(fetched) == high - cached_to:
+            cache.put(key, etag, cached_to, fetched)
+        return (prefix + fetched)[start - low:end - low]
 
     def _collect(self, offset: int, end: int) -> bytes:
         pieces = []

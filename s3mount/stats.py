@@ -104,6 +104,10 @@ class Stats:
             "data_reads": {"hits": counts["read_hits"],
                            "misses": counts["read_misses"],
                            "bytes": counts["read_bytes"]},
+            "disk_cache": {"hits": counts["disk_cache_hits"],
+                           "misses": counts["disk_cache_misses"],
+                           "stored": counts["disk_cache_stored"],
+                           "evicted_bytes": counts["disk_cache_evicted_bytes"]},
         }
 
     def to_json(self) -> str:

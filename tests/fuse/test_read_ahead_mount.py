@@ -14,6 +14,7 @@ import random
 
 from s3proxy import Answer, Rule
 
+from s3mount.block_cache import BLOCK
 from s3mount.reader import READ_AHEAD_FIRST, READ_PART
 
 MiB = 1024 * 1024
@@ -48,7 +49,8 @@ def test_sequential_read_is_parallel_ranges_that_tile_the_file(s3, bucket, mount
     ordered = sorted(ranges)
     assert ordered[0][0] == 0 and ordered[-1][1] == len(data)
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ordered)), ordered
-    assert ranges[0] == (0, READ_AHEAD_FIRST)
+    # The first request, rounded up to whole blocks of the disk cache.
+    assert ranges[0] == (0, -(-READ_AHEAD_FIRST // BLOCK) * BLOCK)
     assert max(end - start for start, end in ranges) <= READ_PART
     assert len(ranges) >= 6  # the window grows, in parts (fetched in parallel: see
     # tests/store/test_read_ahead.py, which watches them run)

@@ -226,6 +226,7 @@ GOOD_EXAMPLE: dict[str, tuple[str, Any]] = {
     "read_ahead_max": ("64", 64),
     "read_ahead_memory": ("0", 0),
     "max_thread_count": ("20", 20),
+    "multireq_max": ("100", 100),
     "retries": ("3", 3),
     "connect_timeout": ("2.5", 2.5),
     "readwrite_timeout": ("120", 120.0),
@@ -296,6 +297,8 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("max_thread_count=257", "max_thread_count", "257"),
     ("parallel_count=0", "parallel_count", "0"),
     ("multireq_max=ten", "multireq_max", "ten"),
+    ("multireq_max=0", "multireq_max", "0"),
+    ("multireq_max=257", "multireq_max", "257"),
     ("iam_role=myrole", "iam_role", "myrole"),
     ("use_cache=", "use_cache", ""),
     ("tmpdir=", "tmpdir", ""),
@@ -481,7 +484,6 @@ def test_unknown_group_message() -> None:
         ("endpoint=eu-central-1", {"region": "eu-central-1"}),
         ("host=http://127.0.0.1:9000/", {"url": "http://127.0.0.1:9000"}),
         ("parallel_count=4", {"max_thread_count": 4}),
-        ("multireq_max=7", {"max_thread_count": 7}),
         ("enable_noobj_cache", {"enable_negative_cache": True}),
         ("enable_noobj_cache=0", {"enable_negative_cache": False}),
         ("ssl_ca_bundle=/etc/ca.pem", {"ca_bundle": "/etc/ca.pem"}),
@@ -497,6 +499,12 @@ def test_alias_and_name_share_one_value_later_wins() -> None:
     assert parse_options(["region=a,endpoint=b"]) == {"region": "b"}
     assert parse_options(["endpoint=b,region=a"]) == {"region": "a"}
     assert parse_options(["max_thread_count=2", "parallel_count=3"]) == {"max_thread_count": 3}
+
+
+def test_multireq_max_is_its_own_option() -> None:
+    """As in s3fs: the listing's parallel HEADs are set apart from parallel parts."""
+    assert parse_options(["parallel_count=4,multireq_max=30"]) == {
+        "max_thread_count": 4, "multireq_max": 30}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,376 @@
+"""The disk cache of data read from objects, block by block.
+
+Each object has at most one cached version: a sparse data file holding the
+blocks read so far (BLOCK bytes each, the last one shorter) and an index (JSON:
+key, ETag, size, the blocks present), both named by a hash of the key, in the
+``blocks`` directory below the cache directory. A version is used only by a
+reader that opened the object with the same ETag and size (the attributes
+the mount already has, so checking costs no request); opening another version
+empties the entry.
+
+Crash safety: the index is written (atomically, after the data is flushed to
+disk) when a reader closes and at unmount, and before blocks are evicted, so
+an index never names a block that is not on disk. Blocks written after the
+last index write are simply not known to the next mount.
+
+One mount at a time owns ``blocks`` (a lock on ``blocks.lock``); a second mount
+of the same bucket with the same use_cache gets a directory of its own that
+goes at unmount.
+
+Space: the data files' disk usage counts in the CacheSpace as one owner,
+BLOCKS_OWNER. Before a block is stored it must fit (max_cache_size,
+ensure_diskfree / free_space_ratio, and never the last MIN_DISK_FREE_RATIO of
+the disk); otherwise the least recently used blocks are evicted (holes are
+punched into the data files), and a block that still does not fit is not
+cached. Writers short of space evict read blocks first (``evict``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from collections import OrderedDict
+
+from .cache_space import CacheSpace
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+BLOCK = 1024 * 1024
+BLOCKS_DIR = "blocks"
+BLOCKS_OWNER = -1  # the read cache's id in the CacheSpace (open files use inode numbers)
+# Without limits given, the read cache still leaves this part of the disk free.
+MIN_DISK_FREE_RATIO = 5
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Free [offset, offset+length) of the file on disk; False if unsupported."""
+    result = _libc.fallocate(ctypes.c_int(fd),
+                             ctypes.c_int(_FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE),
+                             ctypes.c_int64(offset), ctypes.c_int64(length))
+    return result == 0
+
+
+class _Entry:
+    """The cached version of one object."""
+
+    def __init__(self, name: str, key: str, etag: str, size: int,
+                 blocks: set[int] | None = None) -> None:
+        self.name = name
+        self.key = key
+        self.etag = etag
+        self.size = size
+        self.blocks: set[int] = blocks or set()
+        self.usage = 0  # bytes the data file takes on disk
+        self.unsaved = False  # blocks stored since the index was written
+
+
+class BlockCache:
+    def __init__(self, cache_dir: str, space: CacheSpace, stats: Stats, *,
+                 wipe: bool = False, block: int = BLOCK) -> None:
+        self._lock_fd = os.open(os.path.join(cache_dir, BLOCKS_DIR + ".lock"),
+                                os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.directory = os.path.join(cache_dir, BLOCKS_DIR)
+            self._persistent = True
+        except BlockingIOError:
+            log.info("another mount uses the read cache in %s: this one keeps its own "
+                     "until unmount", cache_dir)
+            self.directory = os.path.join(cache_dir, f"{BLOCKS_DIR}-{os.getpid()}")
+            self._persistent = False
+            wipe = True
+        self.block = block
+        self._space = space
+        self._stats = stats
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._lru: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._used = 0
+        disk = os.statvfs(cache_dir)
+        self._floor = disk.f_blocks * disk.f_frsize * MIN_DISK_FREE_RATIO // 100
+        if wipe:
+            self.wipe()
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self._load()
+
+    # Reading and storing
+
+    def open_version(self, key: str, etag: str, size: int) -> None:
+        """A reader opens ``key`` at this version (ETag and size as the mount knows
+        them): a cached other version goes, and blocks of this one are kept."""
+        with self._lock:
+            name = self._name(key)
+            entry = self._entries.get(name)
+            if entry is not None and (entry.etag, entry.size) == (etag, size):
+                return
+            if entry is not None:
+                self._remove(entry)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._data_path(name))
+            if etag:  # without an ETag a version cannot be told from another
+                self._entries[name] = _Entry(name, key, etag, size)
+
+    def get(self, key: str, etag: str, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) of that version when all their blocks are cached."""
+        with self._lock:
+            entry = self._entry(key, etag)
+            if entry is None:
+                return None
+            first, last = start // self.block, (end - 1) // self.block
+            if any(b not in entry.blocks for b in range(first, last + 1)):
+                return None
+            try:
+                fd = os.open(self._data_path(entry.name), os.O_RDONLY)
+                try:
+                    data = os.pread(fd, end - start, start)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.warning("read cache of %s unreadable (%s): dropped", key, exc.strerror)
+                self._remove(entry)
+                return None
+            if len(data) != end - start:
+                self._remove(entry)
+                return None
+            for b in range(first, last + 1):
+                self._lru.move_to_end((entry.name, b))
+            self._stats.count("disk_cache_hits", last - first + 1)
+            return data
+
+    def cached_prefix(self, key: str, etag: str, start: int, end: int) -> int:
+        """Where the run of cached blocks from ``start`` ends (``start`` if none),
+        at most ``end``."""
+        with self._lock:
+            entry = self._entry(key, etag)
+            if entry is None:
+                return start
+            position = start
+            while position < end and position // self.block in entry.blocks:
+                position = (position // self.block + 1) * self.block
+            return min(position, end)
+
+    def put(self, key: str, etag: str, start: int, data: bytes) -> None:
+        """Store the whole blocks in ``data`` (bytes from ``start`` of that version):
+        blocks it covers completely, and the object's last block if it ends there."""
+        with self._lock:
+            entry = self._entry(key, etag)
+            if entry is None:
+                return
+            end = start + len(data)
+            first = -(-start // self.block)
+            stored = 0
+            for b in range(first, entry.size // self.block + 1):
+                block_start = b * self.block
+                block_end = min(block_start + self.block, entry.size)
+                if block_end > end or block_start >= block_end:
+                    break
+                if b in entry.blocks:
+                    continue
+                if not self._make_room(block_end - block_start):
+                    break
+                try:
+                    self._write(entry, block_start, data[block_start - start:block_end - start])
+                except OSError as exc:
+                    log.warning("cannot write the read cache (%s)", exc.strerror)
+                    break
+                entry.blocks.add(b)
+                entry.unsaved = True
+                self._lru[(entry.name, b)] = None
+                self._account(entry)  # before the next block's room is made
+                stored += 1
+            if stored:
+                self._stats.count("disk_cache_stored", stored)
+
+    def save(self, key: str) -> None:
+        """Write the index of ``key``'s entry if blocks were added (a reader closed)."""
+        with self._lock:
+            entry = self._entries.get(self._name(key))
+            if entry is not None and entry.unsaved:
+                self._save(entry)
+
+    def close(self, *, wipe: bool = False) -> None:
+        with self._lock:
+            if wipe or not self._persistent:
+                self.wipe()
+            else:
+                for entry in list(self._entries.values()):
+                    if entry.unsaved:
+                        self._save(entry)
+            os.close(self._lock_fd)
+
+    def wipe(self) -> None:
+        """Remove every cached block (del_cache)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._entries.clear()
+        self._lru.clear()
+        self._used = 0
+        self._space.update(BLOCKS_OWNER, 0)
+
+    # Space
+
+    def evict(self, wanted: int) -> int:
+        """Free at least ``wanted`` bytes of least recently used blocks if there
+        are that many; return the bytes freed."""
+        with self._lock:
+            return self._evict(wanted)
+
+    @property
+    def used(self) -> int:
+        with self._lock:
+            return self._used
+
+    def _make_room(self, extra: int) -> bool:
+        for _attempt in range(2):
+            wanted = max(self._space.shortfall(extra), self._floor_shortfall(extra))
+            if wanted <= 0:
+                return True
+            if not self._evict(wanted):
+                return False
+        return False
+
+    def _floor_shortfall(self, extra: int) -> int:
+        disk = os.statvfs(self.directory)
+        return self._floor - (disk.f_bavail * disk.f_frsize - extra)
+
+    def _evict(self, wanted: int) -> int:
+        victims: dict[str, list[int]] = {}
+        planned = 0
+        for name, b in self._lru:
+            if planned >= wanted:
+                break
+            victims.setdefault(name, []).append(b)
+            planned += self.block
+        freed = 0
+        for name, blocks in victims.items():
+            entry = self._entries[name]
+            entry.blocks.difference_update(blocks)
+            for b in blocks:
+                self._lru.pop((name, b), None)
+            before = entry.usage
+            if not entry.blocks:
+                self._remove(entry)
+                freed += before
+                continue
+            # The index first: it must never name a block that is gone.
+            self._save(entry)
+            try:
+                fd = os.open(self._data_path(name), os.O_WRONLY)
+                try:
+                    punched = all(_punch_hole(fd, b * self.block, self.block) for b in blocks)
+                finally:
+                    os.close(fd)
+            except OSError:
+                punched = False
+            if not punched:
+                self._remove(entry)  # no hole punching here: the whole entry goes
+                freed += before
+                continue
+            self._account(entry)
+            freed += before - entry.usage
+        if freed:
+            self._stats.count("disk_cache_evicted_bytes", freed)
+        return freed
+
+    def _account(self, entry: _Entry) -> None:
+        try:
+            usage = os.stat(self._data_path(entry.name)).st_blocks * 512
+        except OSError:
+            usage = 0
+        self._used += usage - entry.usage
+        entry.usage = usage
+        self._space.update(BLOCKS_OWNER, self._used)
+
+    # Files
+
+    def _name(self, key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+    def _data_path(self, name: str) -> str:
+        return os.path.join(self.directory, name + ".data")
+
+    def _index_path(self, name: str) -> str:
+        return os.path.join(self.directory, name + ".json")
+
+    def _entry(self, key: str, etag: str) -> _Entry | None:
+        """The entry of that version; None when another version is cached (a
+        reader of an older version then reads without the cache)."""
+        entry = self._entries.get(self._name(key))
+        return entry if entry is not None and etag and entry.etag == etag else None
+
+    def _write(self, entry: _Entry, offset: int, data: bytes) -> None:
+        fd = os.open(self._data_path(entry.name), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+
+    def _save(self, entry: _Entry) -> None:
+        """Flush the data, then replace the index atomically."""
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(self._data_path(entry.name), os.O_WRONLY)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            temporary = self._index_path(entry.name) + ".tmp"
+            with open(temporary, "w") as index:
+                json.dump({"key": entry.key, "etag": entry.etag, "size": entry.size,
+                           "blocks": sorted(entry.blocks)}, index)
+            os.replace(temporary, self._index_path(entry.name))
+            entry.unsaved = False
+        except OSError as exc:
+            log.warning("cannot write the read cache's index (%s)", exc.strerror)
+
+    def _remove(self, entry: _Entry) -> None:
+        for path in (self._index_path(entry.name), self._data_path(entry.name)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        for b in entry.blocks:
+            self._lru.pop((entry.name, b), None)
+        self._entries.pop(entry.name, None)
+        self._used -= entry.usage
+        self._space.update(BLOCKS_OWNER, self._used)
+
+    def _load(self) -> None:
+        """The entries a previous mount left, least recently saved first."""
+        found = []
+        for file_name in os.listdir(self.directory):
+            path = os.path.join(self.directory, file_name)
+            name, _, suffix = file_name.partition(".")
+            if suffix != "json":
+                if suffix != "data" or not os.path.exists(self._index_path(name)):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # no index: its blocks are unknown
+                continue
+            try:
+                with open(path) as index:
+                    saved = json.load(index)
+                entry = _Entry(name, str(saved["key"]), str(saved["etag"]),
+                               int(saved["size"]), {int(b) for b in saved["blocks"]})
+                found.append((os.stat(path).st_mtime, entry))
+            except (OSError, ValueError, KeyError, TypeError):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                with contextlib.suppress(OSError):
+                    os.unlink(self._data_path(name))
+        for _mtime, entry in sorted(found, key=lambda item: item[0]):
+            if entry.name != self._name(entry.key):
+                continue
+            self._entries[entry.name] = entry
+            for b in sorted(entry.blocks):
+                self._lru[(entry.name, b)] = None
+            self._account(entry)

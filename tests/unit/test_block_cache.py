@@ -1,0 +1,121 @@
+"""The disk read cache without a mount: whole blocks only, versions by ETag and
+size, the index across instances (remounts), LRU eviction within the limit, and
+one owner of the directory at a time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from s3mount.block_cache import BlockCache
+from s3mount.cache_space import CacheSpace
+from s3mount.stats import Stats
+
+BLOCK = 4096
+
+
+def make(directory: Path, max_bytes: int | None = None, wipe: bool = False) -> BlockCache:
+    space = CacheSpace(str(directory), max_bytes=max_bytes)
+    return BlockCache(str(directory), space, Stats(), wipe=wipe, block=BLOCK)
+
+
+def data_usage(cache: BlockCache) -> int:
+    return sum(os.stat(os.path.join(cache.directory, name)).st_blocks * 512
+               for name in os.listdir(cache.directory) if name.endswith(".data"))
+
+
+def test_only_whole_blocks_and_the_last_one_are_stored(tmp_path: Path) -> None:
+    cache = make(tmp_path)
+    body = os.urandom(3 * BLOCK + 100)
+    cache.open_version("k", "e1", len(body))
+    cache.put("k", "e1", 100, body[100:2 * BLOCK + 50])  # block 1 only is whole
+    assert cache.get("k", "e1", BLOCK, 2 * BLOCK) == body[BLOCK:2 * BLOCK]
+    assert cache.get("k", "e1", 0, BLOCK) is None
+    assert cache.get("k", "e1", BLOCK, 2 * BLOCK + 1) is None
+    cache.put("k", "e1", 3 * BLOCK, body[3 * BLOCK:])  # the short last block
+    assert cache.get("k", "e1", 3 * BLOCK + 10, len(body)) == body[3 * BLOCK + 10:]
+    assert cache.cached_prefix("k", "e1", BLOCK, len(body)) == 2 * BLOCK
+    assert cache.get("k", "other-etag", BLOCK, 2 * BLOCK) is None
+    cache.close()
+
+
+def test_the_index_survives_a_remount_and_a_new_version_replaces_it(tmp_path: Path) -> None:
+    body = os.urandom(2 * BLOCK)
+    first = make(tmp_path)
+    first.open_version("k", "e1", len(body))
+    first.put("k", "e1", 0, body)
+    first.close()
+    second = make(tmp_path)
+    second.open_version("k", "e1", len(body))
+    assert second.get("k", "e1", 0, len(body)) == body
+    second.open_version("k", "e2", len(body))  # changed by another client
+    assert second.get("k", "e2", 0, BLOCK) is None
+    assert second.get("k", "e1", 0, BLOCK) is None
+    second.close()
+    third = make(tmp_path)
+    assert third.used == 0
+    third.close()
+
+
+def test_blocks_stored_after_the_last_index_write_are_not_trusted(tmp_path: Path) -> None:
+    body = os.urandom(2 * BLOCK)
+    first = make(tmp_path)
+    first.open_version("k", "e1", len(body))
+    first.put("k", "e1", 0, body[:BLOCK])
+    first.save("k")
+    first.put("k", "e1", BLOCK, body[BLOCK:])
+    os.close(first._lock_fd)  # the daemon is killed: no close(), no index write
+    second = make(tmp_path)
+    second.open_version("k", "e1", len(body))
+    assert second.get("k", "e1", 0, BLOCK) == body[:BLOCK]
+    assert second.get("k", "e1", BLOCK, 2 * BLOCK) is None
+    second.close()
+
+
+def test_eviction_keeps_the_limit_and_the_recently_read_blocks(tmp_path: Path) -> None:
+    limit = 4 * BLOCK
+    cache = make(tmp_path, max_bytes=limit)
+    bodies = {f"k{n}": os.urandom(2 * BLOCK) for n in range(4)}
+    for key, body in list(bodies.items())[:2]:
+        cache.open_version(key, "e", len(body))
+        cache.put(key, "e", 0, body)
+    assert cache.get("k0", "e", 0, 2 * BLOCK) == bodies["k0"]  # k0 is now the most recent
+    for key, body in list(bodies.items())[2:]:
+        cache.open_version(key, "e", len(body))
+        cache.put(key, "e", 0, body)
+        assert data_usage(cache) <= limit
+    assert cache.get("k1", "e", 0, BLOCK) is None
+    assert cache.get("k3", "e", 0, 2 * BLOCK) == bodies["k3"]
+    assert cache.used <= limit
+    cache.close()
+
+
+def test_a_second_instance_keeps_its_own_directory_and_removes_it(tmp_path: Path) -> None:
+    first = make(tmp_path)
+    second = make(tmp_path)
+    assert first.directory != second.directory
+    second.open_version("k", "e", BLOCK)
+    second.put("k", "e", 0, b"x" * BLOCK)
+    second.close()
+    assert not os.path.exists(second.directory)
+    first.close()
+
+
+def test_wipe_at_start(tmp_path: Path) -> None:
+    first = make(tmp_path)
+    first.open_version("k", "e", BLOCK)
+    first.put("k", "e", 0, b"x" * BLOCK)
+    first.close()
+    second = make(tmp_path, wipe=True)
+    second.open_version("k", "e", BLOCK)
+    assert second.get("k", "e", 0, BLOCK) is None
+    second.close()
+
+
+def test_an_object_without_etag_is_not_cached(tmp_path: Path) -> None:
+    cache = make(tmp_path)
+    cache.open_version("k", "", BLOCK)
+    cache.put("k", "", 0, b"x" * BLOCK)
+    assert cache.get("k", "", 0, BLOCK) is None
+    assert cache.used == 0
+    cache.close()
