@@ -173,6 +173,12 @@ def test_valid_paths_round_trip_and_invalid_ones_are_rejected(
         if components[-1].endswith(FOLDER_SUFFIX) and not directory:
             return  # an old-style directory marker, not a file of that name
         assert path_of(prefix, key) == components
+    elif any("/" in c for c in components):
+        # A '/' inside a name makes the key of another path (S3 keys have no
+        # other separator): whatever path it shows must be stored under that key.
+        found = path_of(prefix, key)
+        if found is not None:
+            assert key_of(prefix, found, directory=key.endswith("/")) == key
     else:
         assert path_of(prefix, key) is None
 
