@@ -15,6 +15,8 @@ from pathlib import Path
 import botocore.session
 from botocore.config import Config
 
+from s3mount import volume_mounts
+
 READY_TIMEOUT = 30.0
 ACCESS_KEY = "AKIATESTTESTTEST0000"
 SECRET_KEY = "testsecret/0123456789abcdefghijklmnopqrst"
@@ -104,19 +106,7 @@ def run_s3mount(*args: str, env: dict[str, str],
 
 def daemon_pids(mountpoint: Path) -> list[int]:
     """PIDs of s3mount processes (any entry point) that serve ``mountpoint``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                words = f.read().split(b"\0")
-        except OSError:
-            continue
-        if (any(word.endswith(b"s3mount") for word in words)
-                and str(mountpoint).encode() in words):
-            pids.append(int(entry))
-    return pids
+    return volume_mounts.daemon_pids(str(mountpoint))
 
 
 def start_foreground(source: str, mountpoint: Path, options: str,
