@@ -12,6 +12,7 @@ import pytest
 from s3mount import config as config_module
 from s3mount.config import MountConfig, build_config, split_bucket_argument
 from s3mount.errors import UsageError
+from s3mount.mount import fuse_options
 
 
 def build(arguments: list[str], option_strings: list[str] | None = None, *,
@@ -351,3 +352,10 @@ def test_iam_role_keeps_only_the_instance_role_provider():
     _keep_only_instance_role(session)
     methods = [p.METHOD for p in session.get_component("credential_provider").providers]
     assert methods == ["iam-role"]
+
+
+def test_fuse_options_ask_for_big_writes() -> None:
+    # Without big_writes, libfuse 2 splits every write into 4 KiB requests.
+    options = fuse_options(build(["bucket", "/mnt"]))
+    assert "big_writes" in options
+    assert "fsname=bucket" in options
