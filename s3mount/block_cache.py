@@ -165,34 +165,70 @@ class BlockCache:
     def put(self, key: str, etag: str, start: int, data: bytes) -> None:
         """Store the whole blocks in ``data`` (bytes from ``start`` of that version):
         blocks it covers completely, and the object's last block if it ends there."""
+        position, end = start, start + len(data)
+        while position < end:
+            position = self._put_run(key, etag, start, data, position)
+
+    def _put_run(self, key: str, etag: str, start: int, data: bytes, position: int) -> int:
+        """Store the first run of new blocks of ``data`` from ``position``; return
+        where the next run may begin (the end of ``data`` when nothing more fits).
+
+        The run is written with one pwrite outside the cache's lock (readers of
+        other objects must not wait for this disk write); its blocks join the
+        entry afterwards, so no reader sees them before.
+        """
+        end = start + len(data)
         with self._lock:
             entry = self._entry(key, etag)
             if entry is None:
-                return
-            end = start + len(data)
-            first = -(-start // self.block)
-            stored = 0
-            for b in range(first, entry.size // self.block + 1):
-                block_start = b * self.block
-                block_end = min(block_start + self.block, entry.size)
-                if block_end > end or block_start >= block_end:
-                    break
-                if b in entry.blocks:
-                    continue
-                if not self._make_room(block_end - block_start):
-                    break
-                try:
-                    self._write(entry, block_start, data[block_start - start:block_end - start])
-                except OSError as exc:
-                    log.warning("cannot write the read cache (%s)", exc.strerror)
-                    break
+                return end
+            first, last = self._new_run(entry, position, end)
+            if last <= first:
+                return end
+            while last > first and not self._make_room((last - first) * self.block):
+                last -= 1
+            if last <= first:
+                return end
+            try:
+                fd = os.open(self._data_path(entry.name), os.O_WRONLY | os.O_CREAT, 0o600)
+            except OSError as exc:
+                log.warning("cannot write the read cache (%s)", exc.strerror)
+                return end
+        try:
+            offset = first * self.block
+            view = memoryview(data)[offset - start:min(last * self.block, entry.size) - start]
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as exc:
+            log.warning("cannot write the read cache (%s)", exc.strerror)
+            return end
+        finally:
+            os.close(fd)
+        with self._lock:
+            if self._entries.get(entry.name) is not entry:
+                return end  # another version was opened meanwhile: its file is new
+            for b in range(first, last):
                 entry.blocks.add(b)
-                entry.unsaved = True
                 self._lru[(entry.name, b)] = None
-                self._account(entry)  # before the next block's room is made
-                stored += 1
-            if stored:
-                self._stats.count("disk_cache_stored", stored)
+            entry.unsaved = True
+            self._account(entry)
+        self._stats.count("disk_cache_stored", last - first)
+        return last * self.block
+
+    def _new_run(self, entry: _Entry, start: int, end: int) -> tuple[int, int]:
+        """The first run [first, last) of blocks wholly inside [start, end) (or
+        ending the object there) that are not cached yet."""
+        first = -(-start // self.block)
+        while first in entry.blocks:
+            first += 1
+        last = first
+        while True:
+            block_start = last * self.block
+            block_end = min(block_start + self.block, entry.size)
+            if block_start >= block_end or block_end > end or last in entry.blocks:
+                return first, last
+            last += 1
 
     def save(self, key: str) -> None:
         """Write the index of ``key``'s entry if blocks were added (a reader closed)."""
@@ -309,13 +345,6 @@ class BlockCache:
         reader of an older version then reads without the cache)."""
         entry = self._entries.get(self._name(key))
         return entry if entry is not None and etag and entry.etag == etag else None
-
-    def _write(self, entry: _Entry, offset: int, data: bytes) -> None:
-        fd = os.open(self._data_path(entry.name), os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            os.pwrite(fd, data, offset)
-        finally:
-            os.close(fd)
 
     def _save(self, entry: _Entry) -> None:
         """Flush the data, then replace the index atomically."""
