@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -145,3 +146,26 @@ class Mount:
         """Unmount and return the daemon's exit status."""
         unmount(self.path)
         return self.process.wait(timeout=30)
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    """``size`` reproducible random bytes."""
+    return random.Random(seed).randbytes(size)
+
+
+class MemorySource:
+    """Bytes in memory as a transfer.DataSource; ``changed`` are the (start, end)
+    ranges that differ from the original object, ``reads`` what was read."""
+
+    def __init__(self, data: bytes, changed: tuple[tuple[int, int], ...] = ()) -> None:
+        self.data = data
+        self.size = len(data)
+        self.changed = changed
+        self.reads: list[tuple[int, int]] = []
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.reads.append((offset, length))
+        return self.data[offset:offset + length]
+
+    def unchanged(self, offset: int, length: int) -> bool:
+        return not any(start < offset + length and offset < end for start, end in self.changed)

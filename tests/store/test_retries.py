@@ -13,11 +13,11 @@ import errno
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
-from helpers import ACCESS_KEY, SECRET_KEY, MotoServer
+from helpers import ACCESS_KEY, SECRET_KEY, MemorySource, MotoServer, payload
 from s3proxy import (
     Answer,
     Corrupt,
@@ -47,21 +47,6 @@ FAULTS = request_faults(STALL)
 BODY_FAULTS = body_faults(STALL)
 
 
-def payload(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-class Memory:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.size = data, len(data)
-
-    def read(self, offset: int, length: int) -> bytes:
-        return self.data[offset:offset + length]
-
-    def unchanged(self, offset: int, length: int) -> bool:
-        return False
-
-
 StoreFactory = Callable[..., Store]
 
 
@@ -73,14 +58,6 @@ def make_store(bucket: str) -> StoreFactory:
                                    read_timeout=TIMEOUT, retry_base_delay=0.02),
                      Credentials(ACCESS_KEY, SECRET_KEY))
     return make
-
-
-@pytest.fixture
-def transfers() -> Iterator[list[Transfer]]:
-    made: list[Transfer] = []
-    yield made
-    for transfer in made:
-        transfer.close()
 
 
 def body_of(s3, bucket: str, key: str) -> bytes:
@@ -134,7 +111,7 @@ def op_copy(store: Store, s3, bucket: str, transfers: list[Transfer]) -> None:
 def op_multipart(store: Store, s3, bucket: str, transfers: list[Transfer]) -> None:
     data = payload(11 * MiB)
     transfers.append(transfer := Transfer(store, SMALL))
-    etag = transfer.upload("big", Memory(data), metadata={}, content_type="text/plain")
+    etag = transfer.upload("big", MemorySource(data), metadata={}, content_type="text/plain")
     assert body_of(s3, bucket, "big") == data
     assert s3.head_object(Bucket=bucket, Key="big")["ETag"] == etag
 
@@ -304,7 +281,7 @@ def test_lost_answer_of_a_copy_onto_itself(s3, bucket: str, proxy: S3Proxy,
     store = make_store(proxy.url)
     transfers.append(transfer := Transfer(store, SMALL))
     data = payload(11 * MiB)
-    etag = transfer.upload("big", Memory(data), metadata={"mode": "33188"},
+    etag = transfer.upload("big", MemorySource(data), metadata={"mode": "33188"},
                            content_type="text/plain")
     lose = proxy.add(Rule(operation_is("CopyObject"), Drop(forward=True), times=1))
     proxy.add(Rule(operation_is("CopyObject"), Answer(412, "PreconditionFailed"), times=1))

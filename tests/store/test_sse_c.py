@@ -17,7 +17,6 @@ import errno
 import hashlib
 import logging
 import os
-import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import botocore.session
 import pytest
 from botocore.config import Config
 from emulating_proxy import EmulatingProxy
-from helpers import ACCESS_KEY, SECRET_KEY, MotoServer
+from helpers import ACCESS_KEY, SECRET_KEY, MemorySource, MotoServer, payload
 
 from s3mount.credentials import Credentials
 from s3mount.errors import CredentialsError, FsError
@@ -65,10 +64,6 @@ def key_file(path: Path, *lines: str, mode: int = 0o600) -> str:
     path.write_text("".join(line + "\n" for line in lines))
     path.chmod(mode)
     return str(path)
-
-
-def payload(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 # --------------------------------------------------------------------------
@@ -196,14 +191,6 @@ def make_store(s3_server: MotoServer, bucket: str) -> StoreFactory:
     return make
 
 
-@pytest.fixture
-def transfers() -> Iterator[list[Transfer]]:
-    made: list[Transfer] = []
-    yield made
-    for transfer in made:
-        transfer.close()
-
-
 def record_headers(store: Store) -> list[tuple[str, dict[str, str]]]:
     """(operation, request headers) of every request the store's real client sends."""
     sent: list[tuple[str, dict[str, str]]] = []
@@ -228,8 +215,8 @@ def test_every_request_on_an_sse_c_object_carries_the_key(
     transfer = Transfer(store, SMALL)
     transfers.append(transfer)
     small, big = payload(1000), payload(11 * MiB)
-    transfer.upload("small", _Memory(small), metadata={}, content_type="text/plain")
-    etag = transfer.upload("big", _Memory(big), metadata={}, content_type="text/plain")
+    transfer.upload("small", MemorySource(small), metadata={}, content_type="text/plain")
+    etag = transfer.upload("big", MemorySource(big), metadata={}, content_type="text/plain")
     info = store.head("big")
     assert info is not None and info.etag == etag
     assert store.get_range("big", 10, 19, etag) == big[10:20]
@@ -238,7 +225,7 @@ def test_every_request_on_an_sse_c_object_carries_the_key(
     transfer.copy(Original("big", etag, len(big)), "big2", metadata={},
                   content_type="text/plain")  # UploadPartCopy
     changed = big[:6 * MiB] + b"x" + big[6 * MiB + 1:]
-    transfer.upload("big", _Memory(changed, ((6 * MiB, 6 * MiB + 1),)), metadata={},
+    transfer.upload("big", MemorySource(changed, ((6 * MiB, 6 * MiB + 1),)), metadata={},
                     content_type="text/plain", original=Original("big", etag, len(big)))
 
     operations = {operation for operation, _ in sent}
@@ -265,15 +252,6 @@ def test_without_sse_c_no_request_carries_a_key(make_store: StoreFactory) -> Non
     assert not any(sse_part(h) or sse_part(h, True) for _, h in sent)
 
 
-class _Memory:
-    def __init__(self, data: bytes, changed: tuple[tuple[int, int], ...] = ()) -> None:
-        self.data, self.size, self.changed = data, len(data), changed
-
-    def read(self, offset: int, length: int) -> bytes:
-        return self.data[offset:offset + length]
-
-    def unchanged(self, offset: int, length: int) -> bool:
-        return not any(s < offset + length and offset < e for s, e in self.changed)
 
 
 # --------------------------------------------------------------------------

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import errno
 import logging
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from emulating_proxy import EmulatingProxy, LoseReply
-from helpers import ACCESS_KEY, SECRET_KEY, AuthServer, MotoServer
+from helpers import ACCESS_KEY, SECRET_KEY, AuthServer, MemorySource, MotoServer, payload
 from s3proxy import Answer, Rule, operation_is
 
 from s3mount.credentials import Credentials
@@ -24,21 +23,6 @@ from s3mount.store import SseC, Store, StoreSettings, multipart_etag
 from s3mount.transfer import MiB, Transfer, TransferSettings
 
 SMALL = TransferSettings(multipart_threshold=5 * MiB, multipart_size=5 * MiB)
-
-
-def payload(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-class Memory:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.size = data, len(data)
-
-    def read(self, offset: int, length: int) -> bytes:
-        return self.data[offset:offset + length]
-
-    def unchanged(self, offset: int, length: int) -> bool:
-        return False
 
 
 StoreFactory = Callable[..., Store]
@@ -51,14 +35,6 @@ def make_store(bucket: str) -> StoreFactory:
                                    retries=retries, sse_c=sse),
                      Credentials(ACCESS_KEY, SECRET_KEY))
     return make
-
-
-@pytest.fixture
-def transfers() -> Iterator[list[Transfer]]:
-    made: list[Transfer] = []
-    yield made
-    for transfer in made:
-        transfer.close()
 
 
 def test_server_that_ignores_range(s3, bucket: str, s3_server: MotoServer,
@@ -112,7 +88,7 @@ def test_lost_answer_to_complete_multipart_upload(s3, bucket: str, s3_server: Mo
         proxy.add(gone)
         store = make_store(proxy.url, sse=SseC([b"k" * 32], encrypt=True) if sse else None)
         transfers.append(transfer := Transfer(store, SMALL))
-        etag = transfer.upload("big", Memory(data), metadata={}, content_type="text/plain")
+        etag = transfer.upload("big", MemorySource(data), metadata={}, content_type="text/plain")
         assert (lose.fired, gone.fired) == (1, 1)
         assert proxy.counts()["CompleteMultipartUpload"] == 2
         assert store.request_counts()["head_object"] >= 1
@@ -134,7 +110,7 @@ def test_no_such_upload_for_another_object_is_an_error(
         store = make_store(proxy.url, retries=0)
         transfers.append(transfer := Transfer(store, SMALL))
         with pytest.raises(FsError) as caught:
-            transfer.upload("big", Memory(payload(12 * MiB)), metadata={},
+            transfer.upload("big", MemorySource(payload(12 * MiB)), metadata={},
                             content_type="text/plain")
         assert caught.value.errno == errno.ENOENT
         assert store.request_counts()["head_object"] == 1
@@ -152,7 +128,7 @@ def test_requester_pays_header_is_signed_on_every_request(
                       Credentials(auth_server.access_key, auth_server.secret_key))
         transfers.append(transfer := Transfer(store, SMALL))
         store.probe("")
-        transfer.upload("rp/big", Memory(payload(11 * MiB)), metadata={},
+        transfer.upload("rp/big", MemorySource(payload(11 * MiB)), metadata={},
                         content_type="text/plain")
         store.put("rp/small", b"x", metadata={}, content_type="text/plain")
         info = store.head("rp/small")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import errno
 import logging
-import random
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from helpers import ACCESS_KEY, SECRET_KEY, MotoServer
+from helpers import ACCESS_KEY, SECRET_KEY, MemorySource, MotoServer, payload
 from s3proxy import Answer, Drop, Rule, S3Proxy, is_copy_object, is_upload_part_copy, operation_is
 
 from s3mount.credentials import Credentials
@@ -30,27 +29,6 @@ from s3mount.transfer import (
 )
 
 SMALL = TransferSettings(multipart_threshold=5 * MiB, multipart_size=5 * MiB)
-
-
-class MemorySource:
-    """Bytes in memory; ``changed`` are the (start, end) ranges that differ from the original."""
-
-    def __init__(self, data: bytes, changed: tuple[tuple[int, int], ...] = ()) -> None:
-        self.data = data
-        self.size = len(data)
-        self.changed = changed
-        self.reads: list[tuple[int, int]] = []
-
-    def read(self, offset: int, length: int) -> bytes:
-        self.reads.append((offset, length))
-        return self.data[offset:offset + length]
-
-    def unchanged(self, offset: int, length: int) -> bool:
-        return not any(start < offset + length and offset < end for start, end in self.changed)
-
-
-def payload(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 StoreFactory = Callable[..., Store]
