@@ -131,18 +131,7 @@ def mount(tmp_path: Path, s3_server: MotoServer, passwd_file: Path,
         return result
 
     yield start
-    failures = []
-    for m in mounts:
-        if m.process.poll() is None:
-            status = m.stop()
-        else:
-            unmount(m.path)
-            status = m.process.returncode
-        text = m.log()
-        if status != 0:
-            failures.append(f"{m.path}: daemon exited with {status}:\n{text}")
-        if "Traceback" in text:
-            failures.append(f"{m.path}: traceback in the daemon log:\n{text}")
+    failures = [failure for m in mounts for failure in m.finish()]
     assert not failures, "\n".join(failures)
 
 

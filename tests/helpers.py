@@ -147,6 +147,22 @@ class Mount:
         unmount(self.path)
         return self.process.wait(timeout=30)
 
+    def finish(self) -> list[str]:
+        """Unmount if still mounted; what went wrong: a non-zero exit status, a
+        traceback in the log."""
+        if self.process.poll() is None:
+            status = self.stop()
+        else:
+            unmount(self.path)
+            status = self.process.returncode
+        text = self.log()
+        failures = []
+        if status != 0:
+            failures.append(f"{self.path}: daemon exited with {status}:\n{text}")
+        if "Traceback" in text:
+            failures.append(f"{self.path}: traceback in the daemon log:\n{text}")
+        return failures
+
 
 def payload(size: int, seed: int = 1) -> bytes:
     """``size`` reproducible random bytes."""

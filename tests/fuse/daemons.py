@@ -9,7 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from helpers import READY_TIMEOUT, Mount, s3mount_command, unmount, wait_until
+from helpers import READY_TIMEOUT, Mount, s3mount_command, wait_until
 
 
 class Daemons:
@@ -57,18 +57,5 @@ class Daemons:
         return status
 
     def close(self) -> list[str]:
-        failures = []
-        for mount in self.mounts:
-            if id(mount) in self.killed:
-                continue
-            if mount.process.poll() is None:
-                status = mount.stop()
-            else:
-                unmount(mount.path)
-                status = mount.process.returncode
-            text = mount.log()
-            if status != 0:
-                failures.append(f"{mount.path}: daemon exited with {status}:\n{text}")
-            if "Traceback" in text:
-                failures.append(f"{mount.path}: traceback in the daemon log:\n{text}")
-        return failures
+        return [failure for mount in self.mounts if id(mount) not in self.killed
+                for failure in mount.finish()]
