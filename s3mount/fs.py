@@ -702,7 +702,8 @@ class Filesystem:
         file = OpenFile(self.store, self.journal, self.space, ino=ino, key=node.key,
                         attr=node.stored, original=Original(node.key, node.etag, node.stored.size),
                         xattrs=dict(node.xattrs), keep=dict(node.metadata),
-                        content_type=node.content_type or self.mime.content_type(node.key))
+                        content_type=node.content_type or self.mime.content_type(node.key),
+                        read_cache=self.read_cache)
         with self._files_lock:
             # Another thread may have made one meanwhile; keep the first.
             existing = self._files.setdefault(ino, file)

@@ -49,6 +49,30 @@ def test_random_small_writes_download_nothing_until_the_upload(s3, bucket, mount
     assert counts["UploadPartCopy"] == 5, counts
 
 
+def test_small_writes_into_a_file_read_before_take_its_bytes_from_the_read_cache(
+        s3, bucket, mount, proxy):
+    size = 20 * MiB  # 4 parts of 5 MiB
+    data = bytearray(random.Random(5).randbytes(size))
+    s3.put_object(Bucket=bucket, Key="big", Body=bytes(data))
+    m = mount(bucket, *SMALL_PARTS, url=proxy.url)
+    assert (m.path / "big").read_bytes() == bytes(data)
+    gets_of_the_read = proxy.counts()["GetObject"]
+    assert gets_of_the_read > 0
+    fd = os.open(m.path / "big", os.O_RDWR)
+    try:
+        for offset in (5 * MiB + 4096, 5 * MiB + 3 * MiB + 10, 15 * MiB + 77):
+            os.pwrite(fd, b"X" * 100, offset)
+            data[offset:offset + 100] = b"X" * 100
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "big") == bytes(data)
+    counts = proxy.counts()
+    # The parts 1 and 3 were filled from the blocks cached by the read.
+    assert counts["GetObject"] == gets_of_the_read, counts
+    assert counts["UploadPart"] == 2, counts
+    assert counts["UploadPartCopy"] == 2, counts
+
+
 def test_a_partly_written_block_reads_back_merged(s3, bucket, mount, proxy):
     size = 12 * MiB
     data = bytearray(random.Random(3).randbytes(size))
