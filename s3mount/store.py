@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import errno
 import hashlib
 import ipaddress
@@ -46,6 +47,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from botocore.utils import parse_timestamp
 
 from . import __version__
 from .credentials import Credentials
@@ -320,6 +322,29 @@ class StoreSettings:
     requester_pays: bool = False  # x-amz-request-payer: requester on every request
 
 
+_MONTHS = {name: number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+def parse_s3_timestamp(value: str) -> datetime.datetime:
+    """A timestamp of an S3 answer: the ISO 8601 form of listings
+    ("2026-11-30T07:22:25.000Z") and the HTTP form of headers ("Mon, 30 Nov 2026
+    07:22:25 GMT") without dateutil, which botocore uses and which costs about
+    0.7 ms a value (a listing of 1,000 keys: 0.7 s of CPU); anything else as
+    botocore parses it."""
+    try:
+        if value.endswith("Z") and "T" in value:
+            return datetime.datetime.fromisoformat(value[:-1]).replace(tzinfo=datetime.UTC)
+        if value.endswith(" GMT"):
+            _weekday, day, month, year, clock, _zone = value.split()
+            hour, minute, second = clock.split(":")
+            return datetime.datetime(int(year), _MONTHS[month], int(day), int(hour),
+                                     int(minute), int(second), tzinfo=datetime.UTC)
+    except (ValueError, KeyError):
+        pass
+    return parse_timestamp(value)
+
+
 def _ns(timestamp: Any) -> int:
     return int(timestamp.timestamp() * 1_000_000_000)
 
@@ -364,6 +389,8 @@ class Store:
         # Off once a server shows ETags that are not the MD5 of the content.
         self._etag_is_md5 = True
         session = botocore.session.get_session()
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_s3_timestamp)
         if settings.only_instance_role:
             _keep_only_instance_role(session)
         config = Config(
