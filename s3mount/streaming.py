@@ -192,7 +192,14 @@ class Streamer:
     def _start(self, file: OpenFile, stream: Stream) -> None:
         stream.metadata = encode_metadata(file.attr, file.xattrs, keep=file.keep)
         stream.content_type = file.content_type
-        stream._fd = file.duplicate_fd()
+        try:
+            stream._fd = file.duplicate_fd()
+        except OSError as exc:
+            log.info("cannot stream the upload of %s (%s): it is uploaded at close",
+                     file.key, exc.strerror)
+            with stream._lock:
+                stream.state = State.DONE
+            return
         # "" until the id is known: a mount started after a crash aborts any
         # upload of the key then (when the file has a journal record).
         self._record(file, "")
@@ -262,6 +269,9 @@ class Streamer:
             detail = exc.detail if isinstance(exc, FsError) else exc.strerror
             log.info("streamed part %d of %s failed (%s); it is sent again at close",
                      number, stream.key, detail)
+        except Exception:
+            # A bug, not a network fault: shown, and the part is sent again at close.
+            log.exception("streamed part %d of %s failed", number, stream.key)
         finally:
             with stream._lock:
                 if etag is not None:
