@@ -328,8 +328,10 @@ class Streamer:
             usable = stream.state is State.OPEN
         size = file.size
         changed = metadata != stream.metadata or file.content_type != stream.content_type
+        # Below the threshold (truncated since) the file is one PUT; a multipart
+        # upload could not even be completed without parts (size 0).
         if (not usable or file.key != stream.key or size < stream._handed * stream.part
-                or size > MAX_PARTS * stream.part
+                or size < self._threshold or size > MAX_PARTS * stream.part
                 or (changed and not self._transfer.copy_supported)):
             self._end(stream, wait=False)
             return None

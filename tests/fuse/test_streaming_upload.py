@@ -165,6 +165,24 @@ def test_truncation_below_sent_parts_abandons_the_upload(s3, bucket, mount):
     assert uploads(s3, bucket) == []
 
 
+def test_a_stream_truncated_below_the_threshold_becomes_one_put(s3, bucket, mount, proxy):
+    """Parts of 10 MiB, threshold 5 MiB: the upload starts at 5 MiB with no part
+    yet; cut to a few bytes, the file is one PUT and the upload is aborted."""
+    m = mount(bucket, "multipart_threshold=5", "multipart_size=10", url=proxy.url)
+    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        write_all(fd, payload(7 * MiB, seed=10))
+        wait_until(lambda: [u["Key"] for u in uploads(s3, bucket)] == ["f"], 30,
+                   "the streaming upload")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"small", 0)
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "f") == b"small"
+    assert proxy.counts()["UploadPart"] == 0
+    wait_until(lambda: uploads(s3, bucket) == [], 30, "the abort of the upload")
+
+
 def test_a_file_truncated_to_zero_and_written_again_streams_again(s3, bucket, mount):
     """O_TRUNC of an existing object: nothing of it is kept, so the new content streams."""
     s3.put_object(Bucket=bucket, Key="f", Body=b"old content")
