@@ -13,8 +13,11 @@ import errno
 import os
 import random
 import stat
+import threading
+from pathlib import Path
 
 import pytest
+from daemons import Daemons
 from helpers import wait_until
 from s3proxy import Answer, Rule, operation_is
 
@@ -48,6 +51,14 @@ def parts_in_progress(s3, bucket: str, key: str) -> list[int]:
     assert len(found) == 1, found
     listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=found[0]["UploadId"])
     return [part["PartNumber"] for part in listed.get("Parts", [])]
+
+
+@pytest.fixture
+def daemons(tmp_path: Path, s3_server, passwd_file, daemon_env):
+    running = Daemons(tmp_path, s3_server.url, passwd_file, daemon_env)
+    yield running
+    failures = running.close()
+    assert not failures, "\n".join(failures)
 
 
 def write_all(fd: int, data: bytes, chunk: int = MiB) -> None:
@@ -245,3 +256,43 @@ def test_async_upload_finishes_the_stream_in_the_background(s3, bucket, mount, t
     assert body(s3, bucket, "f") == data
     assert uploads(s3, bucket) == []
     assert proxy.counts()["UploadPart"] == 3
+
+
+def test_a_kill_while_the_stream_is_finished_aborts_it_at_the_next_mount(
+        s3, bucket, daemons, proxy, tmp_path):
+    """The upload that streaming started while the file was written goes into the
+    journal record at close, so the next mount aborts it and uploads the file."""
+    cache = tmp_path / "cache"
+    # Parts are refused over and over (with back-off) while the kill comes.
+    proxy.add(Rule(operation_is("UploadPart"), Answer(503, "SlowDown")))
+    m = daemons.start(bucket, f"use_cache={cache}", "retries=50", *SMALL_PARTS,
+                      url=proxy.url)
+    data = payload(12 * MiB, seed=11)
+    fd = os.open(m.path / "big.bin", os.O_CREAT | os.O_WRONLY, 0o644)
+    write_all(fd, data)
+    wait_until(lambda: proxy.counts()["UploadPart"] >= 2, 30, "the streamed parts")
+    [upload] = uploads(s3, bucket)  # started before close
+    failures: list[OSError] = []
+
+    def close() -> None:
+        try:
+            os.close(fd)  # waits for the refused parts
+        except OSError as exc:  # the mount dies under it
+            failures.append(exc)
+
+    def records() -> list[Path]:
+        return sorted(cache.glob("*/journal/*/*.json"))
+
+    closing = threading.Thread(target=close)
+    closing.start()
+    wait_until(lambda: any(upload["UploadId"] in r.read_text() for r in records()), 30,
+               "the upload id in the journal record")
+    daemons.kill(m)
+    closing.join(30)
+    assert not closing.is_alive()
+
+    again = daemons.start(bucket, f"use_cache={cache}", "dbglevel=info", *SMALL_PARTS)
+    assert uploads(s3, bucket) == []
+    assert body(s3, bucket, "big.bin") == data
+    assert "aborted the multipart upload of big.bin" in again.log()
+    assert records() == []
