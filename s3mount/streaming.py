@@ -83,6 +83,7 @@ class Stream:
         # 0, is the contiguous written prefix.
         self._written: list[tuple[int, int]] = []
         self._handed = 0  # parts 1.._handed were handed out to be sent
+        self._finishing = False  # finish() sends the rest: hand out no more
         self._generation: dict[int, int] = {}
         self._sent: dict[int, tuple[int, str]] = {}  # number → (generation read, ETag)
         self._running: dict[int, Future[None]] = {}  # queued or sending
@@ -127,6 +128,9 @@ class Streamer:
         self._enabled = not settings.nomultipart and not settings.nocopyapi
         self._threshold = settings.multipart_threshold
         self._part = max(settings.multipart_size, MIN_PART)
+        # Parts of one stream queued or running at a time, as for any upload (see
+        # Transfer._run_parts): a fast writer does not fill the shared pool's queue.
+        self._window = settings.max_thread_count
 
     def _eligible(self, file: OpenFile) -> bool:
         return (self._enabled and self._transfer.copy_supported and not file.unlinked
@@ -239,9 +243,11 @@ class Streamer:
             self._abort(stream.key, upload_id)
 
     def _send_ready(self, stream: Stream) -> None:
-        """With ``_lock`` held: hand out the parts the prefix covers."""
+        """With ``_lock`` held: hand out the parts the prefix covers, up to the window."""
+        if stream._finishing:
+            return
         covered = stream._prefix() // stream.part
-        while stream._handed < covered:
+        while stream._handed < covered and len(stream._running) < self._window:
             number = stream._handed + 1
             future = self._submit(self._send, stream, number)
             if future is None:
@@ -277,6 +283,8 @@ class Streamer:
                 if etag is not None:
                     stream._sent[number] = (generation, etag)
                 stream._running.pop(number, None)
+                if stream.state is State.OPEN:
+                    self._send_ready(stream)
                 abort = (stream.state is State.DONE and not stream._running
                          and stream.upload_id is not None)
                 stream._release_fd()
@@ -339,6 +347,8 @@ class Streamer:
         assert upload_id is not None
         watch(upload_id)
         ranges = part_ranges(size, stream.part)
+        with stream._lock:
+            stream._finishing = True
         try:
             # Parts not sent yet go now, beside those still running; a running part
             # that fails or comes back stale is sent once more after it.
