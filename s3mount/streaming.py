@@ -84,6 +84,7 @@ class Stream:
         self._written: list[tuple[int, int]] = []
         self._handed = 0  # parts 1.._handed were handed out to be sent
         self._finishing = False  # finish() sends the rest: hand out no more
+        self._aborting = False  # someone took on the abort of the upload
         self._generation: dict[int, int] = {}
         self._sent: dict[int, tuple[int, str]] = {}  # number → (generation read, ETag)
         self._running: dict[int, Future[None]] = {}  # queued or sending
@@ -99,6 +100,15 @@ class Stream:
     def _good(self, number: int) -> bool:
         sent = self._sent.get(number)
         return sent is not None and sent[0] == self._generation.get(number, 0)
+
+    def _claim_abort(self) -> bool:
+        """With ``_lock`` held: True for the one caller that must abort the upload
+        (the stream ended, no part runs any more)."""
+        if (self.state is State.DONE and not self._running and self.upload_id is not None
+                and not self._aborting):
+            self._aborting = True
+            return True
+        return False
 
     def _release_fd(self) -> None:
         """With ``_lock`` held: close the descriptor once no part can read it."""
@@ -142,8 +152,10 @@ class Streamer:
         """Bytes [offset, end) of ``file`` were written (or a write of them failed
         midway): track the prefix, start the upload or send the parts it covers."""
         stream = file.stream
+        if end <= offset:
+            return
         if stream is None:
-            if offset != 0 or end <= offset or not self._eligible(file):
+            if offset != 0 or not self._eligible(file):
                 return
             stream = file.stream = Stream(file.key, self._part)
         if end > MAX_PARTS * stream.part:
@@ -233,13 +245,15 @@ class Streamer:
             upload_id = None
         with stream._lock:
             stream.upload_id = upload_id
-            abandoned = stream.state is State.DONE
-            if not abandoned:
+            if stream.state is State.DONE:  # abandoned meanwhile
+                abort = stream._claim_abort()
+            else:
+                abort = False
                 stream.state = State.OPEN if upload_id is not None else State.DONE
                 self._send_ready(stream)
             stream._release_fd()
             stream._changed.notify_all()
-        if abandoned and upload_id is not None:
+        if abort and upload_id is not None:
             self._abort(stream.key, upload_id)
 
     def _send_ready(self, stream: Stream) -> None:
@@ -285,8 +299,7 @@ class Streamer:
                 stream._running.pop(number, None)
                 if stream.state is State.OPEN:
                     self._send_ready(stream)
-                abort = (stream.state is State.DONE and not stream._running
-                         and stream.upload_id is not None)
+                abort = stream._claim_abort()
                 stream._release_fd()
                 stream._changed.notify_all()
             if abort and stream.upload_id is not None:
@@ -310,8 +323,12 @@ class Streamer:
                 if future.cancel():
                     del stream._running[number]
             if wait:
+                # Taken on here, not by the last part to end: done when this returns.
+                abort = not stream._aborting and stream.upload_id is not None
+                stream._aborting = True
                 stream._changed.wait_for(lambda: not stream._running)
-            abort = not stream._running and stream.upload_id is not None
+            else:
+                abort = stream._claim_abort()
             stream._release_fd()
             stream._changed.notify_all()
         # A create still running aborts the upload it made itself.
