@@ -30,6 +30,7 @@ import errno
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from .block_cache import BlockCache
 from .cache_space import CacheSpace
@@ -38,6 +39,9 @@ from .journal import Journal, Record, block_ranges, block_set, data_blocks
 from .meta import Attr
 from .store import Store
 from .transfer import Original
+
+if TYPE_CHECKING:
+    from .streaming import Stream
 
 BLOCK = 1024 * 1024
 # The longest range of the original object that one GET fetches to fill blocks
@@ -153,6 +157,9 @@ class OpenFile:
         self._changes = 0
         self._journaled_at: int | None = None
         self.upload_id: tuple[str, str] | None = None  # (key, id) of a running multipart
+        # The multipart upload running while the file is written (see streaming.py);
+        # guarded by ``lock``.
+        self.stream: Stream | None = None
         # Closed in close(), when the file leaves the open-file table.
         try:
             self.name, self._fd = data_file or journal.new_data_file()
@@ -182,6 +189,11 @@ class OpenFile:
         if not keep_data:
             self.journal.remove(self.name)
             self.journal.remove_data(self.name)
+
+    def duplicate_fd(self) -> int:
+        """A descriptor of the cache file for a streaming upload's parts, which
+        read it without ``lock`` and may outlive close() (the stream closes it)."""
+        return os.dup(self._fd)
 
     # The journal
 

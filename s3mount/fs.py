@@ -47,6 +47,7 @@ from .mime import MimeTypes
 from .reader import READ_AHEAD_MAX, READ_AHEAD_TOTAL, ObjectReader, ReadPool
 from .stat_cache import StatCache
 from .store import ListedObject, ObjectInfo, Store
+from .streaming import Streamer
 from .transfer import Original, Transfer
 from .tree import is_partial_copy, list_tree, move_tree
 
@@ -176,6 +177,8 @@ class Filesystem:
         self.stats = store.stats
         self.settings = settings
         self.transfer = transfer
+        # Multipart uploads of big files that run while the files are written.
+        self.streams = Streamer(store, transfer)
         self.mime = mime
         self.inodes = InodeTable()
         self.cache: StatCache[Node] = StatCache(
@@ -731,6 +734,7 @@ class Filesystem:
             if file.ino in self._held:
                 self._held.discard(file.ino)
                 self.inodes.forget(file.ino, 1)
+        self.streams.abandon(file)
         file.close()
 
     def open(self, ino: int, write: bool) -> int:
@@ -826,7 +830,11 @@ class Filesystem:
         with file.lock:
             if file.handles > 1:
                 file.raced = True
-            file.write(offset, data)
+            try:
+                file.write(offset, data)
+            finally:
+                # Also after a failed write: part of it may have landed.
+                self.streams.wrote(file, offset, offset + len(data))
         return len(data)
 
     def flush(self, fh: int) -> None:
@@ -1021,9 +1029,13 @@ class Filesystem:
                 if file.original is not None:
                     original = Original(file.original.key, file.original.etag,
                                         file.original_limit)
-                etag = self.transfer.upload(file.key, file, metadata=metadata,
-                                            content_type=file.content_type,
-                                            original=original, on_multipart=watch)
+                # A multipart upload that runs since the file was written is
+                # finished, else the content is uploaded now.
+                etag = self.streams.finish(file, metadata, watch)
+                if etag is None:
+                    etag = self.transfer.upload(file.key, file, metadata=metadata,
+                                                content_type=file.content_type,
+                                                original=original, on_multipart=watch)
             else:
                 etag = self.transfer.copy(file.original, file.key, metadata=metadata,
                                           content_type=file.content_type)
@@ -1244,6 +1256,7 @@ class Filesystem:
             with file.lock:
                 # Open descriptors keep working on the cached content; their close must
                 # not re-create the object.
+                self.streams.abandon(file)
                 file.detach_from_object()
                 file.unlinked = True
                 # A later mount must not bring it back.
@@ -1317,6 +1330,8 @@ class Filesystem:
         file = self._open_file(old)
         if file is not None:
             with file.lock:
+                # Its streaming upload writes the old key.
+                self.streams.abandon(file)
                 old_key, file.key, file.content_type = file.key, new_key, content_type
                 file.attr = dataclasses.replace(file.attr, ctime_ns=self._clock())
                 file.meta_dirty = True
@@ -1359,6 +1374,7 @@ class Filesystem:
         for file, file_path in open_files:
             key = self._key(new + file_path[len(old):])
             with file.lock:
+                self.streams.abandon(file)
                 file.key = key
                 if file.original is not None:
                     # A multipart copy has another ETag; later part copies need it.
@@ -1388,7 +1404,10 @@ class Filesystem:
         if file is not None:
             with file.lock:
                 if changes.size is not None:
-                    file.truncate(changes.size)
+                    try:
+                        file.truncate(changes.size)
+                    finally:
+                        self.streams.truncated(file, file.size)
                 file.attr = apply(file.attr)
                 file.meta_dirty = True
                 file.changed()

@@ -120,7 +120,7 @@ def part_size(total: int, wanted: int) -> int:
     return size
 
 
-def _ranges(total: int, part: int) -> list[tuple[int, int, int]]:
+def part_ranges(total: int, part: int) -> list[tuple[int, int, int]]:
     """(part number, offset, length) of every part, numbered from 1."""
     return [(index + 1, offset, min(part, total - offset))
             for index, offset in enumerate(range(0, total, part))]
@@ -179,6 +179,15 @@ class Transfer:
         self._pool.shutdown(wait=True)
 
     @property
+    def settings(self) -> TransferSettings:
+        return self._settings
+
+    def submit(self, task: Callable[..., None], *args: object) -> Future[None]:
+        """Run ``task`` on the part pool (streaming uploads send their parts there);
+        RuntimeError once the Transfer is closed."""
+        return self._pool.submit(task, *args)
+
+    @property
     def copy_supported(self) -> bool:
         """False once the server answered NotImplemented to a copy."""
         return self._copy_supported
@@ -218,14 +227,28 @@ class Transfer:
                     if exc.errno != errno.ENOTSUP:
                         raise
                     self._copy_unsupported(exc)
-            with self.budget.hold(length):
-                return self._store.upload_part(key, upload_id, number,
-                                               _read_exactly(source, offset, length))
+            return self._send_part(key, upload_id, source, number, offset, length)
 
         part = part_size(size, settings.multipart_size)
         log.debug("multipart upload of %s (%d bytes, parts of %d)", key, size, part)
         return self._multipart(key, metadata, content_type, size, part, send,
                                on_multipart=on_multipart)
+
+    def _send_part(self, key: str, upload_id: str, source: DataSource, number: int,
+                   offset: int, length: int) -> str:
+        with self.budget.hold(length):
+            return self._store.upload_part(key, upload_id, number,
+                                           _read_exactly(source, offset, length))
+
+    def send_parts(self, key: str, upload_id: str, source: DataSource,
+                   ranges: list[tuple[int, int, int]]) -> list[tuple[int, str]]:
+        """Send parts (number, offset, length) of a running multipart upload from
+        ``source`` in parallel; return (number, ETag) in part-number order. The
+        caller completes or aborts the upload."""
+        def send(upload_id: str, number: int, offset: int, length: int) -> str:
+            return self._send_part(key, upload_id, source, number, offset, length)
+
+        return self._run_parts(upload_id, ranges, send)
 
     def copy(self, source: Original, key: str, *, metadata: Mapping[str, str],
              content_type: str) -> str:
@@ -298,7 +321,7 @@ class Transfer:
             copy_of=(copy_of.key, copy_of.etag) if copy_of else None)
         try:
             watch(upload_id)
-            parts = self._run_parts(upload_id, _ranges(size, part), send)
+            parts = self._run_parts(upload_id, part_ranges(size, part), send)
             etag = self._store.complete_multipart(key, upload_id, parts, size=size)
         except BaseException:
             self._abort(key, upload_id)
