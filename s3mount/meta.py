@@ -76,9 +76,9 @@ class Attr:
 def _show(value: str) -> str:
     """A header value for a one-line log message: repr() escapes newlines, and long
     garbage is cut so that one object cannot flood the log."""
-    if len(value) > _SHOW_CHARS:
-        return repr(value[:_SHOW_CHARS]) + "..."
-    return repr(value)
+    shown = repr(value)
+    # Bounded after escaping: one unprintable character shows as up to 10.
+    return shown if len(shown) <= 2 * _SHOW_CHARS else shown[:2 * _SHOW_CHARS] + "..."
 
 
 def _parse_c_int(value: str) -> int | None:

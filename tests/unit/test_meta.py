@@ -593,6 +593,18 @@ def test_decode_attr_never_raises(
     assert all("\n" not in w for w in warnings)
 
 
+@pytest.mark.parametrize("name", ["mode", "goog-reserved-posix-mode", "uid", "mtime"])
+def test_a_warning_about_unprintable_garbage_stays_short(name: str) -> None:
+    # 40 characters that repr() shows as 10 each: the warning is cut after escaping.
+    warnings: list[str] = []
+    decode_attr("k", size=0, content_type=None, last_modified_ns=LM,
+                metadata={name: "\U0010ffff" * 40}, default_uid=DEF_UID,
+                default_gid=DEF_GID, warn=warnings.append)
+    [warning] = warnings
+    assert len(warning) < 200, warning
+    assert "..." in warning
+
+
 # --- xattrs -----------------------------------------------------------------------------
 
 
