@@ -128,6 +128,7 @@ def transfer_settings(config: MountConfig) -> TransferSettings:
         multipart_copy_size=s.multipart_copy_size * MiB,
         singlepart_copy_limit=s.singlepart_copy_limit * MiB,
         nomultipart=s.nomultipart,
+        streamupload=s.streamupload,
         nocopyapi=s.nocopyapi,
         max_thread_count=s.max_thread_count,
     )

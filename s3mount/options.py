@@ -436,7 +436,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("nomultipart", None, False, UPLOAD,
            help="Never use multipart uploads (files above 5 GiB then fail with EFBIG)."),
     Option("nomixupload", None, False, UPLOAD, _P, note=_WRITES),
-    Option("streamupload", None, False, UPLOAD, _P, note=_WRITES),
+    Option("streamupload", None, False, UPLOAD,
+           help="Upload a big file written from its start while it is written: parts go "
+                "up in the background once multipart_threshold bytes are written, and "
+                "close() sends only the tail, completes, and sets the final attributes "
+                "with one server-side copy. Pays where uploading is slower than writing."),
     Option("max_dirty_data", _integer(-1), None, UPLOAD, _P, note=_WRITES),
     Option("nocopyapi", None, False, UPLOAD,
            help="Never copy server-side: metadata changes and renames download and "

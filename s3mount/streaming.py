@@ -1,4 +1,5 @@
-"""Streaming multipart uploads: the parts of a big file go up while it is written.
+"""Streaming multipart uploads (-o streamupload): the parts of a big file go up
+while it is written.
 
 A file written from offset 0 with nothing of an older object to keep (a new
 file, or one truncated to zero) is uploaded as it grows: once the contiguous
@@ -135,7 +136,8 @@ class Streamer:
         self._store = store
         self._transfer = transfer
         settings = transfer.settings
-        self._enabled = not settings.nomultipart and not settings.nocopyapi
+        self._enabled = (settings.streamupload and not settings.nomultipart
+                         and not settings.nocopyapi)
         self._threshold = settings.multipart_threshold
         self._part = max(settings.multipart_size, MIN_PART)
         # Parts of one stream queued or running at a time, as for any upload (see

@@ -43,6 +43,7 @@ class TransferSettings:
     multipart_copy_size: int = 512 * MiB  # part size for multipart copies
     singlepart_copy_limit: int = 512 * MiB  # largest single CopyObject (capped at MAX_SINGLE_COPY)
     nomultipart: bool = False
+    streamupload: bool = False  # upload big files while they are written (streaming.py)
     nocopyapi: bool = False  # never use CopyObject/UploadPartCopy: download and re-upload
     max_thread_count: int = 10  # parallel part requests
     # Bytes of content held in memory by all uploads of the mount together.

@@ -5,30 +5,26 @@ close() sends the rest, completes the upload and sets the final metadata. A
 rewrite of a part sent already, a streamed part that failed, a truncation,
 an unlink and a rename each leave the right object and no upload in progress.
 Parts are 5 MiB (multipart_threshold=5,multipart_size=5) so that files stay small.
+Streaming is opt-in (-o streamupload); without it the upload starts at close.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import random
 import stat
 import threading
 from pathlib import Path
 
 import pytest
 from daemons import Daemons
-from helpers import wait_until
+from helpers import payload, wait_until
 from s3proxy import Answer, Rule, operation_is
 
 from s3mount.meta import parse_time_ns
 
 MiB = 1024 * 1024
-SMALL_PARTS = ("multipart_threshold=5", "multipart_size=5")
-
-
-def payload(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
+SMALL_PARTS = ("streamupload", "multipart_threshold=5", "multipart_size=5")
 
 
 def body(s3, bucket: str, key: str) -> bytes:
@@ -64,6 +60,22 @@ def daemons(tmp_path: Path, s3_server, passwd_file, daemon_env):
 def write_all(fd: int, data: bytes, chunk: int = MiB) -> None:
     for offset in range(0, len(data), chunk):
         os.pwrite(fd, data[offset:offset + chunk], offset)
+
+
+def test_without_streamupload_a_big_file_goes_up_at_close(s3, bucket, mount, proxy):
+    m = mount(bucket, "multipart_threshold=5", "multipart_size=5", url=proxy.url)
+    data = payload(17 * MiB, seed=3)
+    fd = os.open(m.path / "big", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        write_all(fd, data)
+        assert proxy.counts()["CreateMultipartUpload"] == 0
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "big") == data
+    counts = proxy.counts()
+    # One multipart upload with the final metadata: no self-copy after it.
+    assert counts["UploadPart"] == 4 and counts["CreateMultipartUpload"] == 1, counts
+    assert counts["CopyObject"] == 0, counts
 
 
 def test_parts_go_up_before_close_and_close_sets_the_final_metadata(s3, bucket, mount,
@@ -179,7 +191,8 @@ def test_truncation_below_sent_parts_abandons_the_upload(s3, bucket, mount):
 def test_a_stream_truncated_below_the_threshold_becomes_one_put(s3, bucket, mount, proxy):
     """Parts of 10 MiB, threshold 5 MiB: the upload starts at 5 MiB with no part
     yet; cut to a few bytes, the file is one PUT and the upload is aborted."""
-    m = mount(bucket, "multipart_threshold=5", "multipart_size=10", url=proxy.url)
+    m = mount(bucket, "streamupload", "multipart_threshold=5", "multipart_size=10",
+              url=proxy.url)
     fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
     try:
         write_all(fd, payload(7 * MiB, seed=10))
