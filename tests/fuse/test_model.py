@@ -443,7 +443,8 @@ def run_model(s3, bucket: str, mount, tmp_path: Path, model_settings: settings) 
 
 @pytest.mark.timeout(600)
 def test_file_operations_match_a_local_model(s3, bucket, mount, tmp_path):
-    run = run_model(s3, bucket, mount, tmp_path, MODEL_SETTINGS)
+    # 60 examples (about 1 minute) keep `make test` short; test-long runs 1,500.
+    run = run_model(s3, bucket, mount, tmp_path, settings(MODEL_SETTINGS, max_examples=60))
     # What the run must have exercised. Remounts are drawn at random and not
     # counted on here: test_write.py and test_programs.py remount deterministically.
     assert run.multipart_objects >= 1
