@@ -44,6 +44,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from .errors import FsError
+from .files import add_range
 from .meta import encode_metadata
 from .store import Store
 from .transfer import MAX_PARTS, MIN_PART, Original, Transfer, part_ranges
@@ -118,15 +119,11 @@ class Stream:
             self._fd = None
 
 
-def _merge(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """``ranges`` (sorted, disjoint) with [start, end) added, merged where they touch."""
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted([*ranges, (start, end)]):
-        if merged and first <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged[:MAX_RANGES]
+def remember_written(ranges: list[tuple[int, int]], start: int,
+                     end: int) -> list[tuple[int, int]]:
+    """The written ranges with [start, end) added, at most MAX_RANGES of them (those
+    nearest the start, which extend the prefix first)."""
+    return add_range(ranges, start, end)[:MAX_RANGES]
 
 
 class Streamer:
@@ -166,7 +163,7 @@ class Streamer:
             self.abandon(file)
             return
         with stream._lock:
-            stream._written = _merge(stream._written, offset, end)
+            stream._written = remember_written(stream._written, offset, end)
             for number in range(offset // stream.part + 1,
                                 min(-(-end // stream.part), stream._handed) + 1):
                 stream._generation[number] = stream._generation.get(number, 0) + 1
@@ -256,7 +253,7 @@ class Streamer:
             stream._release_fd()
             stream._changed.notify_all()
         if abort and upload_id is not None:
-            self._abort(stream.key, upload_id)
+            self._transfer.abort(stream.key, upload_id)
 
     def _send_ready(self, stream: Stream) -> None:
         """With ``_lock`` held: hand out the parts the prefix covers, up to the window."""
@@ -305,14 +302,7 @@ class Streamer:
                 stream._release_fd()
                 stream._changed.notify_all()
             if abort and stream.upload_id is not None:
-                self._abort(stream.key, stream.upload_id)
-
-    def _abort(self, key: str, upload_id: str) -> None:
-        try:
-            self._store.abort_multipart(key, upload_id)
-        except FsError as exc:
-            log.warning("could not abort the multipart upload %s of %s: %s",
-                        upload_id, key, exc.detail)
+                self._transfer.abort(stream.key, stream.upload_id)
 
     def _end(self, stream: Stream, *, wait: bool) -> None:
         """Stop the stream and abort its upload: here when ``wait`` (after its
@@ -335,8 +325,8 @@ class Streamer:
             stream._changed.notify_all()
         # A create still running aborts the upload it made itself.
         if abort and stream.upload_id is not None and (
-                wait or self._submit(self._abort, stream.key, stream.upload_id) is None):
-            self._abort(stream.key, stream.upload_id)
+                wait or self._submit(self._transfer.abort, stream.key, stream.upload_id) is None):
+            self._transfer.abort(stream.key, stream.upload_id)
 
     # The upload at flush/fsync/close (with file.lock held)
 

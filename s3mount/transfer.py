@@ -325,7 +325,7 @@ class Transfer:
             parts = self._run_parts(upload_id, part_ranges(size, part), send)
             etag = self._store.complete_multipart(key, upload_id, parts, size=size)
         except BaseException:
-            self._abort(key, upload_id)
+            self.abort(key, upload_id)
             watch(None)
             raise
         watch(None)
@@ -363,7 +363,9 @@ class Transfer:
             wait(pending)
         return sorted(etags.items())
 
-    def _abort(self, key: str, upload_id: str) -> None:
+    def abort(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload; a failure is only logged (S3 lifecycle rules
+        remove what is left)."""
         try:
             self._store.abort_multipart(key, upload_id)
         except FsError as exc:

@@ -17,19 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from daemons import Daemons
 from helpers import wait_until
 from s3proxy import Answer, Rule, operation_is
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def daemons(tmp_path: Path, s3_server, passwd_file, daemon_env):
-    running = Daemons(tmp_path, s3_server.url, passwd_file, daemon_env)
-    yield running
-    failures = running.close()
-    assert not failures, "\n".join(failures)
 
 
 def body(s3, bucket: str, key: str) -> bytes:

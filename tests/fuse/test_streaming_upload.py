@@ -17,7 +17,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from daemons import Daemons
 from helpers import payload, wait_until
 from s3proxy import Answer, Rule, operation_is
 
@@ -47,14 +46,6 @@ def parts_in_progress(s3, bucket: str, key: str) -> list[int]:
     assert len(found) == 1, found
     listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=found[0]["UploadId"])
     return [part["PartNumber"] for part in listed.get("Parts", [])]
-
-
-@pytest.fixture
-def daemons(tmp_path: Path, s3_server, passwd_file, daemon_env):
-    running = Daemons(tmp_path, s3_server.url, passwd_file, daemon_env)
-    yield running
-    failures = running.close()
-    assert not failures, "\n".join(failures)
 
 
 def write_all(fd: int, data: bytes, chunk: int = MiB) -> None:

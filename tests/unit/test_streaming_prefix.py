@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 
-from s3mount.streaming import MAX_RANGES, Stream, _merge
+from s3mount.streaming import MAX_RANGES, Stream, remember_written
 
 
 def prefix_after(writes: list[tuple[int, int]]) -> int:
     stream = Stream("key", 10)
     for start, end in writes:
-        stream._written = _merge(stream._written, start, end)
+        stream._written = remember_written(stream._written, start, end)
     return stream.prefix
 
 
@@ -37,8 +37,8 @@ def test_shuffled_chunks_give_the_whole_prefix():
 def test_ranges_past_the_limit_are_dropped_from_the_far_end():
     ranges: list[tuple[int, int]] = []
     for n in range(1, 3 * MAX_RANGES):
-        ranges = _merge(ranges, n * 10, n * 10 + 5)
+        ranges = remember_written(ranges, n * 10, n * 10 + 5)
     assert len(ranges) == MAX_RANGES
     assert ranges[0] == (10, 15)
-    ranges = _merge(ranges, 0, 10)
+    ranges = remember_written(ranges, 0, 10)
     assert ranges[0] == (0, 15)
