@@ -48,6 +48,12 @@ def parts_in_progress(s3, bucket: str, key: str) -> list[int]:
     return [part["PartNumber"] for part in listed.get("Parts", [])]
 
 
+def wait_for_parts(s3, bucket: str, key: str, numbers: list[int]) -> None:
+    """Wait until the upload in progress for ``key`` holds exactly these parts."""
+    wait_until(lambda: parts_in_progress(s3, bucket, key) == numbers, 30,
+               f"parts {numbers} of {key} in the bucket before close")
+
+
 def write_all(fd: int, data: bytes, chunk: int = MiB) -> None:
     for offset in range(0, len(data), chunk):
         os.pwrite(fd, data[offset:offset + chunk], offset)
@@ -77,8 +83,7 @@ def test_parts_go_up_before_close_and_close_sets_the_final_metadata(s3, bucket, 
     try:
         write_all(fd, data)
         # Before close: the upload runs, and the parts the written prefix covers are in.
-        wait_until(lambda: parts_in_progress(s3, bucket, "big") == [1, 2, 3, 4, 5, 6], 30,
-                   "six parts of the streaming upload before close")
+        wait_for_parts(s3, bucket, "big", [1, 2, 3, 4, 5, 6])
         assert keys(s3, bucket) == []
         # Attributes changed after the upload began: they must be the ones stored.
         os.fchmod(fd, 0o604)
@@ -206,8 +211,7 @@ def test_a_file_truncated_to_zero_and_written_again_streams_again(s3, bucket, mo
     fd = os.open(m.path / "f", os.O_WRONLY | os.O_TRUNC)
     try:
         write_all(fd, data)
-        wait_until(lambda: parts_in_progress(s3, bucket, "f") == [1, 2], 30,
-                   "the parts of the new content")
+        wait_for_parts(s3, bucket, "f", [1, 2])
     finally:
         os.close(fd)
     assert body(s3, bucket, "f") == data
@@ -218,8 +222,7 @@ def test_unlink_during_the_stream_aborts_it(s3, bucket, mount):
     fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
     try:
         write_all(fd, payload(12 * MiB, seed=7))
-        wait_until(lambda: parts_in_progress(s3, bucket, "f") == [1, 2], 30,
-                   "parts in the bucket")
+        wait_for_parts(s3, bucket, "f", [1, 2])
         os.unlink(m.path / "f")
         wait_until(lambda: uploads(s3, bucket) == [], 30, "the abort of the upload")
         os.pwrite(fd, b"more", 12 * MiB)
@@ -234,8 +237,7 @@ def test_rename_during_the_stream_lands_under_the_new_name(s3, bucket, mount):
     fd = os.open(m.path / "old", os.O_CREAT | os.O_WRONLY, 0o644)
     try:
         write_all(fd, data)
-        wait_until(lambda: parts_in_progress(s3, bucket, "old") == [1, 2], 30,
-                   "parts in the bucket")
+        wait_for_parts(s3, bucket, "old", [1, 2])
         os.rename(m.path / "old", m.path / "new")
     finally:
         os.close(fd)
@@ -252,8 +254,7 @@ def test_async_upload_finishes_the_stream_in_the_background(s3, bucket, mount, t
     fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
     try:
         write_all(fd, data)
-        wait_until(lambda: parts_in_progress(s3, bucket, "f") == [1, 2], 30,
-                   "parts in the bucket")
+        wait_for_parts(s3, bucket, "f", [1, 2])
     finally:
         os.close(fd)
     wait_until(lambda: keys(s3, bucket) == ["f"], 30, "the background upload")
