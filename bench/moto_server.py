@@ -23,6 +23,7 @@ patches expect, they are not applied and a line on stderr says so.
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import threading
@@ -118,16 +119,32 @@ def patch() -> str:
     def build(self):
         return original_build(self) if self.requested else None
 
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original_backend_for_host = DomainDispatcherApplication.get_backend_for_host
+    backend_by_host: dict = {}
+
+    def backend_for_host(self, host):
+        # The answer depends on the host alone; moto recomputes it per request by
+        # listing its package directory and trying hundreds of patterns, under a lock.
+        if host not in backend_by_host:
+            backend_by_host[host] = original_backend_for_host(self, host)
+        return backend_by_host[host]
+
     models.FakeKey.value = property(value, full_value.fset)
+    DomainDispatcherApplication.get_backend_for_host = backend_for_host
     responses.S3Response.get_object = get_object
     models.S3Backend.upload_part_copy = upload_part_copy
     builder.__init__, builder.addPart, builder.build = builder_init, add_part, build
     return ("applied (ranged GetObject and UploadPartCopy read only the range; "
-            "CompleteMultipartUpload computes no checksum the client did not ask for)")
+            "CompleteMultipartUpload computes no checksum the client did not ask for; "
+            "the backend of a request's host is looked up once, not per request)")
 
 
 def main() -> None:
     print(f"bench/moto_server.py: patches {patch()}", file=sys.stderr, flush=True)
+    # One log line per request costs the server time; the relay counts the requests.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     from moto.server import main as moto_main
 
     moto_main(sys.argv[1:])
