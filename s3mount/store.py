@@ -52,6 +52,7 @@ from botocore.utils import parse_timestamp
 from . import __version__
 from .credentials import Credentials
 from .errors import CredentialsError, FsError, S3mountError, errno_for_s3_code
+from .lean_head import LeanHead, head_fields
 from .retry import RetryPolicy, error_code, http_status, transient_answer, transient_reason
 from .stats import Stats
 
@@ -444,6 +445,12 @@ class Store:
             # take for a wrong region and answer with a HeadBucket and a second HEAD.
             self._client.meta.events.register("before-call.s3.HeadObject",
                                               _no_region_redirect)
+        self._lean_head: LeanHead | None = None
+        if self._sse is None:
+            try:
+                self._lean_head = LeanHead(self._client, self.bucket)
+            except Exception as exc:  # botocore's internals differ: its own path serves
+                log.debug("HEAD requests go through botocore's call path: %s", exc)
 
     def request_counts(self) -> dict[str, int]:
         return self.stats.requests()
@@ -501,6 +508,16 @@ class Store:
         """HEAD an object; None when it does not exist."""
         if self._sse is not None:
             return self._head_sse_c(key, self._sse)
+        lean = self._lean_head
+        if lean is not None:
+            status, headers = self._retrying("head_object", key,
+                                             lambda: self._lean_head_attempt(lean, key))
+            if status == 200:
+                return _object_info(key, head_fields(headers, parse_s3_timestamp), None)
+            if status == 404:
+                self.stats.failed("head_object", "404")
+                return None
+            # Any other answer: botocore's path asks again and knows what it means.
         try:
             response = self._call("head_object", Key=key)
         except FsError as exc:
@@ -508,6 +525,13 @@ class Store:
                 return None
             raise
         return _object_info(key, response, None)
+
+    def _lean_head_attempt(self, lean: LeanHead, key: str) -> tuple[int, Mapping[str, str]]:
+        self.stats.request("head_object", {"Key": key})
+        try:
+            return lean(key)
+        except (BotoCoreError, OSError) as exc:
+            raise TransferError(f"head_object: {_reason(exc)}") from exc
 
     def _head_sse_c(self, key: str, sse: SseC) -> ObjectInfo | None:
         """HEAD with the SSE-C key the object needs, found by trying: the key this

@@ -192,13 +192,14 @@ def make_store(s3_server: MotoServer, bucket: str) -> StoreFactory:
 
 
 def record_headers(store: Store) -> list[tuple[str, dict[str, str]]]:
-    """(operation, request headers) of every request the store's real client sends."""
+    """(operation, request headers) of every request the store's real client signs,
+    including the HEADs of the lean path, which botocore's signer signs too."""
     sent: list[tuple[str, dict[str, str]]] = []
 
-    def before_call(model: Any, params: dict[str, Any], **_: Any) -> None:
-        sent.append((model.name, {k.lower(): v for k, v in params["headers"].items()}))
+    def before_sign(request: Any, operation_name: str, **_: Any) -> None:
+        sent.append((operation_name, {k.lower(): v for k, v in request.headers.items()}))
 
-    store._client.meta.events.register("before-call.s3", before_call)
+    store._client.meta.events.register("before-sign.s3", before_sign)
     return sent
 
 
