@@ -13,9 +13,15 @@ object, also when the client asked for no checksum: about 2 s of a 256 MiB
 upload's 4 s Complete on a 2-CPU machine, the same for every client. Real S3
 answers a Complete in well under a second. The launcher skips that checksum
 when the upload was created without a checksum algorithm (neither s3mount nor
-s3fs asks for one), then runs moto's own server:
+s3fs asks for one).
 
-    python bench/moto_server.py -H 127.0.0.1 -p PORT      (moto.server's options)
+Last, moto's dispatcher spends about 3 ms of CPU per request, under a lock,
+finding the backend of the request's host anew (patch_dispatch). That patch
+alone, which changes no answer, is also what the tests' moto runs with
+(``--dispatch-only``, see tests/helpers.py). Then the launcher runs moto's
+own server:
+
+    python bench/moto_server.py [--dispatch-only] -H 127.0.0.1 -p PORT   (moto.server's options)
 
 Everything else is moto unchanged. If moto's internals differ from what the
 patches expect, they are not applied and a line on stderr says so.
@@ -119,35 +125,47 @@ def patch() -> str:
     def build(self):
         return original_build(self) if self.requested else None
 
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-
-    original_backend_for_host = DomainDispatcherApplication.get_backend_for_host
-    backend_by_host: dict = {}
-
-    def backend_for_host(self, host):
-        # The answer depends on the host alone; moto recomputes it per request by
-        # listing its package directory and trying hundreds of patterns, under a lock.
-        if host not in backend_by_host:
-            backend_by_host[host] = original_backend_for_host(self, host)
-        return backend_by_host[host]
-
     models.FakeKey.value = property(value, full_value.fset)
-    DomainDispatcherApplication.get_backend_for_host = backend_for_host
     responses.S3Response.get_object = get_object
     models.S3Backend.upload_part_copy = upload_part_copy
     builder.__init__, builder.addPart, builder.build = builder_init, add_part, build
     return ("applied (ranged GetObject and UploadPartCopy read only the range; "
-            "CompleteMultipartUpload computes no checksum the client did not ask for; "
-            "the backend of a request's host is looked up once, not per request)")
+            "CompleteMultipartUpload computes no checksum the client did not ask for)")
+
+
+def patch_dispatch() -> str:
+    """moto finds the backend of every request anew, by listing its package
+    directory and trying hundreds of URL patterns, under one lock; and werkzeug
+    logs a line per request. Together about 3 ms of server CPU per request,
+    serialized. The backend depends on the request's host alone: look it up once
+    per host, and log only warnings (the relay counts the requests)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original = getattr(DomainDispatcherApplication, "get_backend_for_host", None)
+    if original is None:
+        return "not applied (moto's dispatcher changed)"
+    backend_by_host: dict = {}
+
+    def backend_for_host(self, host):
+        if host not in backend_by_host:
+            backend_by_host[host] = original(self, host)
+        return backend_by_host[host]
+
+    DomainDispatcherApplication.get_backend_for_host = backend_for_host
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    return "applied (the backend of a request's host is looked up once; no log line per request)"
 
 
 def main() -> None:
-    print(f"bench/moto_server.py: patches {patch()}", file=sys.stderr, flush=True)
-    # One log line per request costs the server time; the relay counts the requests.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    argv = sys.argv[1:]
+    dispatch_only = "--dispatch-only" in argv
+    argv = [arg for arg in argv if arg != "--dispatch-only"]
+    applied = [] if dispatch_only else [patch()]
+    applied.append(f"dispatch {patch_dispatch()}")
+    print(f"bench/moto_server.py: patches {'; '.join(applied)}", file=sys.stderr, flush=True)
     from moto.server import main as moto_main
 
-    moto_main(sys.argv[1:])
+    moto_main(argv)
 
 
 if __name__ == "__main__":
