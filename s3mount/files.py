@@ -188,6 +188,7 @@ class OpenFile:
         self.space.release(id(self))
         if not keep_data:
             self.journal.remove(self.name)
+            self.journal.remove_upload(self.name)
             self.journal.remove_data(self.name)
 
     def duplicate_fd(self) -> int:
@@ -222,6 +223,8 @@ class OpenFile:
             self.journal.write(self.name, self.record(), self._fd)
         except OSError as exc:
             raise _disk_error(exc, "journal") from None
+        if self._journaled_at is None:
+            self.journal.remove_upload(self.name)  # the record names the upload now
         self._journaled_at = self._changes
 
     def unjournal(self) -> None:
@@ -232,10 +235,18 @@ class OpenFile:
 
     def set_upload(self, upload: tuple[str, str] | None) -> None:
         """A multipart upload (key, id) started, or ended: recorded so that a later
-        mount can abort the upload of a killed one."""
+        mount can abort the upload of a killed one. Without a record (a streaming
+        upload before the first flush), only the upload is noted."""
         self.upload_id = upload
         if self.journaled:
             self.persist(force=True)
+        elif upload is not None:
+            try:
+                self.journal.write_upload(self.name, *upload)
+            except OSError as exc:
+                raise _disk_error(exc, "journal") from None
+        else:
+            self.journal.remove_upload(self.name)
 
     @classmethod
     def recovered(cls, store: Store, journal: Journal, space: CacheSpace, ino: int,

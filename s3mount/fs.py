@@ -1071,6 +1071,8 @@ class Filesystem:
                                 thread_name_prefix="s3mount-recover") as pool:
             for session in self.journal.abandoned():
                 try:
+                    for path, key, upload_id in session.uploads():
+                        self._recover_upload(session, path, key, upload_id)
                     list(pool.map(lambda item, session=session: self._recover_one(session, *item),
                                   list(session.records())))
                 finally:
@@ -1087,20 +1089,30 @@ class Filesystem:
             log.error("could not recover %s from the journal (%s); it stays in %s for the "
                       "next mount", record.key, detail, data_path)
 
+    def _abort_left_upload(self, key: str, upload_id: str) -> None:
+        # "": killed while starting one, before its id was known: any upload of the
+        # key in progress may be it.
+        for each in [upload_id] if upload_id else self.store.multipart_uploads(key):
+            try:
+                self.store.abort_multipart(key, each)
+                log.info("aborted the multipart upload of %s that a killed mount left", key)
+            except FsError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+
+    def _recover_upload(self, session: Abandoned, path: str, key: str, upload_id: str) -> None:
+        """A streaming upload of a file that was never flushed: only aborted."""
+        try:
+            self._abort_left_upload(key, upload_id)
+        except FsError as exc:
+            log.error("could not abort the multipart upload of %s that a killed mount left "
+                      "(%s); the next mount tries again", key, exc.detail)
+            return
+        session.forget_upload(path)
+
     def _recover_record(self, session: Abandoned, data_path: str, record: Record) -> None:
         if record.upload_id is not None:
-            upload_key = record.upload_key or record.key
-            # "": killed while starting one, before its id was known: any upload of
-            # the key in progress may be it.
-            for upload_id in ([record.upload_id] if record.upload_id
-                              else self.store.multipart_uploads(upload_key)):
-                try:
-                    self.store.abort_multipart(upload_key, upload_id)
-                    log.info("aborted the multipart upload of %s that a killed mount left",
-                             upload_key)
-                except FsError as exc:
-                    if exc.errno != errno.ENOENT:
-                        raise
+            self._abort_left_upload(record.upload_key or record.key, record.upload_id)
         if not os.path.exists(data_path):
             log.error("the journal record of %s has no data file; dropping it", record.key)
             session.forget(data_path)

@@ -9,6 +9,12 @@ attributes, the running multipart upload). Records are written to a temporary
 name, fsynced and renamed, so a record is either the old or the new one, never
 half of each. A record is removed once its upload is committed.
 
+A file that has no record yet can still run a multipart upload: a streaming
+upload (streaming.py) starts while the file is written, before its first
+flush. ``<name>.upload`` then names that upload (key and id) and nothing
+else: a mount started after a crash aborts it, and uploads nothing, as no
+flush asked for the data to be kept.
+
 A mount that starts finds the session directories of dead mounts (their lock
 can be taken) and hands their records to recovery (see fs.Filesystem.recover).
 Without a persistent cache directory (no ``use_cache``) the journal is off:
@@ -35,6 +41,7 @@ from .transfer import Original
 log = logging.getLogger(__name__)
 
 JOURNAL_DIR = "journal"
+UPLOAD_SUFFIX = ".upload"
 LOCK_NAME = "lock"
 VERSION = 2
 # Version 1 records have no partly written blocks; they read the same way.
@@ -190,10 +197,23 @@ class Journal:
         if not self.durable:
             return
         os.fsync(data_fd)
-        path = self._path(name, ".json")
+        self._write_json(self._path(name, ".json"), record.to_json())
+
+    def write_upload(self, name: str, key: str, upload_id: str) -> None:
+        """The multipart upload of a file without a record, for a later mount to
+        abort (see the module's doc)."""
+        if self.durable:
+            self._write_json(self._path(name, UPLOAD_SUFFIX), {"key": key, "upload_id": upload_id})
+
+    def remove_upload(self, name: str) -> None:
+        if self.durable:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(name, UPLOAD_SUFFIX))
+
+    def _write_json(self, path: str, value: dict[str, Any]) -> None:
         temporary = path + ".tmp"
         with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(record.to_json(), f)
+            json.dump(value, f)
             f.flush()
             os.fsync(f.fileno())
         os.rename(temporary, path)
@@ -251,6 +271,23 @@ class Abandoned:
                 continue
             yield data_path, record
 
+    def uploads(self) -> Iterator[tuple[str, str, str]]:
+        """(path, key, upload id) of the uploads of files that had no record."""
+        for entry in sorted(os.listdir(self.directory)):
+            if not entry.endswith(UPLOAD_SUFFIX):
+                continue
+            path = os.path.join(self.directory, entry)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    value = json.load(f)
+                yield path, str(value["key"]), str(value["upload_id"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("cannot read the journal's upload note %s (%s)", path, exc)
+
+    def forget_upload(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
     def forget(self, data_path: str) -> None:
         """The record of this data file is done (its data file was adopted or is useless)."""
         with contextlib.suppress(FileNotFoundError):
@@ -263,7 +300,7 @@ class Abandoned:
         left = False
         for entry in os.listdir(self.directory):
             path = os.path.join(self.directory, entry)
-            if entry.endswith(".json"):
+            if entry.endswith((".json", UPLOAD_SUFFIX)):
                 left = True
             elif entry.endswith(".data") and not os.path.exists(path[:-5] + ".json"):
                 with contextlib.suppress(OSError):

@@ -10,6 +10,7 @@ Streaming is opt-in (-o streamupload); without it the upload starts at close.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -301,3 +302,58 @@ def test_a_kill_while_the_stream_is_finished_aborts_it_at_the_next_mount(
     assert body(s3, bucket, "big.bin") == data
     assert "aborted the multipart upload of big.bin" in again.log()
     assert records() == []
+
+
+def test_a_kill_before_the_first_flush_aborts_the_stream_at_the_next_mount(
+        s3, bucket, daemons, proxy, tmp_path):
+    """A file never flushed has no journal record, but its stream's upload is
+    noted in the journal all the same: the next mount aborts it, and uploads
+    nothing (no flush asked for the data to be kept)."""
+    cache = tmp_path / "cache"
+    m = daemons.start(bucket, f"use_cache={cache}", *SMALL_PARTS, url=proxy.url)
+    data = payload(12 * MiB, seed=12)
+    fd = os.open(m.path / "big.bin", os.O_CREAT | os.O_WRONLY, 0o644)
+    write_all(fd, data)
+    wait_for_parts(s3, bucket, "big.bin", [1, 2])
+    [upload] = uploads(s3, bucket)
+    os.pwrite(fd, data[:1], 0)  # a write after the upload started notes its id
+
+    def notes() -> list[Path]:
+        return sorted(cache.glob("*/journal/*/*.upload"))
+
+    wait_until(lambda: any(upload["UploadId"] in n.read_text() for n in notes()), 30,
+               "the upload id noted in the journal")
+    assert list(cache.glob("*/journal/*/*.json")) == []  # no record: never flushed
+    daemons.kill(m)
+    with contextlib.suppress(OSError):
+        os.close(fd)  # the mount is gone
+
+    again = daemons.start(bucket, f"use_cache={cache}", "dbglevel=info", *SMALL_PARTS)
+    assert uploads(s3, bucket) == []
+    assert keys(s3, bucket) == []
+    assert "aborted the multipart upload of big.bin" in again.log()
+    assert notes() == []
+
+
+def test_a_flush_turns_the_noted_upload_into_a_journal_record(s3, bucket, mount, proxy,
+                                                             tmp_path):
+    """Once flushed, the file's record names the upload; the note goes, and so does
+    the record when close completes the upload."""
+    cache = tmp_path / "cache"
+    m = mount(bucket, f"use_cache={cache}", *SMALL_PARTS, url=proxy.url)
+    data = payload(11 * MiB, seed=13)
+    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        write_all(fd, data)
+        wait_for_parts(s3, bucket, "f", [1, 2])
+        os.pwrite(fd, data[:1], 0)
+        wait_until(lambda: len(list(cache.glob("*/journal/*/*.upload"))) == 1, 30,
+                   "the upload noted in the journal")
+        os.fsync(fd)
+        assert list(cache.glob("*/journal/*/*.upload")) == []
+        assert body(s3, bucket, "f") == data
+    finally:
+        os.close(fd)
+    assert list(cache.glob("*/journal/*/*.upload")) == []
+    assert list(cache.glob("*/journal/*/*.json")) == []
+    assert uploads(s3, bucket) == []
