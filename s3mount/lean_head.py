@@ -14,9 +14,10 @@ signer (so credentials are refreshed, anonymous access stays unsigned, and
 every before-sign handler runs), and sends it on the client's own connection
 pool (same TLS settings, proxies and time-outs).
 
-The caller keeps only the answers it understands, 200 and 404, and leaves any
-other one (403, a region redirect, a 5xx) to botocore's full call path, which
-knows what each error means.
+The caller handles the answers whose meaning does not depend on the path
+(200, 404, 403, 429 and 5xx: a HEAD answer has no body, so its error code is
+the bare status), and leaves any other one (a region redirect, 400) to
+botocore's full call path, which knows what each means.
 """
 
 from __future__ import annotations

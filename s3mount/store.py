@@ -517,7 +517,8 @@ class Store:
             if status == 404:
                 self.stats.failed("head_object", "404")
                 return None
-            # Any other answer: botocore's path asks again and knows what it means.
+            # Any other answer (a redirect, 400): botocore's path asks again and knows
+            # what it means.
         try:
             response = self._call("head_object", Key=key)
         except FsError as exc:
@@ -527,11 +528,19 @@ class Store:
         return _object_info(key, response, None)
 
     def _lean_head_attempt(self, lean: LeanHead, key: str) -> tuple[int, Mapping[str, str]]:
+        """(status, headers) of 200, 404 and the answers left to botocore's path; an
+        error answer that means the same whatever the path raises as botocore's would
+        (a HEAD answer has no body: its code is the bare status)."""
         self.stats.request("head_object", {"Key": key})
         try:
-            return lean(key)
+            status, headers = lean(key)
         except (BotoCoreError, OSError) as exc:
             raise TransferError(f"head_object: {_reason(exc)}") from exc
+        if status == 403 or status == 429 or status >= 500:
+            code = str(status)
+            raise S3Error(errno_for_s3_code(code), f"head_object: {code}", code,
+                          transient=transient_answer(status, code) is not None)
+        return status, headers
 
     def _head_sse_c(self, key: str, sse: SseC) -> ObjectInfo | None:
         """HEAD with the SSE-C key the object needs, found by trying: the key this

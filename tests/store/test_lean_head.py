@@ -9,6 +9,7 @@ import errno
 import pytest
 from emulating_proxy import EmulatingProxy
 from helpers import ACCESS_KEY, SECRET_KEY, AuthServer, MotoServer
+from s3proxy import Answer, Rule, S3Proxy, operation_is
 
 from s3mount.credentials import Credentials
 from s3mount.errors import FsError
@@ -54,8 +55,7 @@ def test_lean_head_of_a_missing_key_is_none_after_one_request(bucket: str,
 
 def test_lean_head_is_signed_as_botocore_signs(auth_server: AuthServer) -> None:
     """The signature-checking moto accepts the lean HEADs of awkward keys, and
-    refuses them with a wrong secret: that 403 goes to botocore's path, which
-    makes it EACCES."""
+    refuses them with a wrong secret: EACCES, after one request."""
     client = auth_server.server.client(access_key=auth_server.access_key,
                                        secret_key=auth_server.secret_key)
     with EmulatingProxy(auth_server.server.url) as proxy:
@@ -74,7 +74,25 @@ def test_lean_head_is_signed_as_botocore_signs(auth_server: AuthServer) -> None:
         with pytest.raises(FsError) as caught:
             wrong.head(f"lean/{AWKWARD_KEYS[0]}")
         assert caught.value.errno == errno.EACCES
-        assert [r.method for r in proxy.requests[before:]] == ["HEAD", "HEAD"]
+        assert [r.method for r in proxy.requests[before:]] == ["HEAD"]
+
+
+@pytest.mark.parametrize(("status", "code", "heads"), [
+    (400, "BadRequest", 2),  # left to botocore's path, which asks again
+    (503, "SlowDown", 2),  # retried, as any transient answer
+])
+def test_lean_head_answers_it_does_not_own(s3, bucket: str, s3_server: MotoServer,
+                                           proxy: S3Proxy, status: int, code: str,
+                                           heads: int) -> None:
+    rule = proxy.add(Rule(operation_is("HeadObject"), Answer(status, code), times=1))
+    s3.put_object(Bucket=bucket, Key="k", Body=b"abc", Metadata={"mode": "33188"})
+    store = Store(StoreSettings(bucket=bucket, url=proxy.url, region="us-east-1",
+                                path_style=True, retries=2, retry_base_delay=0.01),
+                  Credentials(ACCESS_KEY, SECRET_KEY))
+    info = store.head("k")
+    assert info is not None and info.size == 3 and info.metadata == {"mode": "33188"}
+    assert rule.fired == 1
+    assert proxy.counts() == {"HeadObject": heads}
 
 
 def test_head_fields_reads_the_headers_botocore_reads() -> None:
