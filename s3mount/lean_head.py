@@ -22,7 +22,8 @@ botocore's full call path, which knows what each means.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.awsrequest import AWSRequest
@@ -80,7 +81,8 @@ class LeanHead:
         return response.status_code, response.headers
 
 
-def head_fields(headers: Mapping[str, str], parse_time: Any) -> dict[str, Any]:
+def head_fields(headers: Mapping[str, str],
+                parse_time: Callable[[str], datetime.datetime]) -> dict[str, Any]:
     """The fields of botocore's HeadObject response that s3mount reads, from the
     answer's headers (``parse_time``: the parser of Last-Modified)."""
     fields: dict[str, Any] = {

@@ -50,9 +50,8 @@ class MotoServer:
         env = {**os.environ, **(extra_env or {})}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, str(MOTO_LAUNCHER), "--dispatch-only", "-H", "127.0.0.1",
-             "-p", str(self.port),
-             *tls_args],
+            [sys.executable, str(MOTO_LAUNCHER), "--dispatch-only",
+             "-H", "127.0.0.1", "-p", str(self.port), *tls_args],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )
 
