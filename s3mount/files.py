@@ -25,6 +25,7 @@ block sets, under ``_blocks_lock``, which is never held across I/O.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import errno
 import os
@@ -62,6 +63,19 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_fallocate = getattr(_libc, "fallocate64", _libc.fallocate)
+_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Free the disk blocks of [offset, offset+length) of a file (they read as zeros)."""
+    if _fallocate(fd, _PUNCH_HOLE, offset, length) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def _written_blocks(record: Record, fd: int) -> set[int]:
@@ -138,6 +152,10 @@ class OpenFile:
         self._dirty: set[int] = set()
         # Partial blocks: block → the byte ranges written (see the module's doc).
         self._partial: dict[int, list[tuple[int, int]]] = {}
+        # Blocks dropped from the cache file because they are in the parts of the
+        # running streaming upload (max_dirty_data): readable again only once
+        # that upload is completed, from the object it makes.
+        self._punched: set[int] = set()
         # A new file must reach the bucket even when nothing is written to it.
         self.data_dirty = original is None
         self.meta_dirty = False
@@ -216,8 +234,11 @@ class OpenFile:
 
     def persist(self, *, force: bool = False) -> None:
         """Make the content and a record of it durable in the journal (with ``lock``
-        held). Skipped when the record is current."""
-        if not self.journal.durable or (self._journaled_at == self._changes and not force):
+        held). Skipped when the record is current, and while blocks are only in a
+        streaming upload: no record could describe them, and the journal's note of
+        that upload has a later mount abort it."""
+        if (not self.journal.durable or self._punched
+                or (self._journaled_at == self._changes and not force)):
             return
         try:
             self.journal.write(self.name, self.record(), self._fd)
@@ -285,6 +306,34 @@ class OpenFile:
     def _needs_original(self, block: int) -> bool:
         return self.original is not None and block * BLOCK < self.original_limit
 
+    # Blocks in a streaming upload (see streaming.py, max_dirty_data)
+
+    @property
+    def punched(self) -> bool:
+        return bool(self._punched)
+
+    def punched_in(self, start: int, end: int) -> bool:
+        """Some block of [start, end) is only in the streaming upload's parts."""
+        if not self._punched:
+            return False
+        with self._blocks_lock:
+            return any(block in self._punched for block in self._blocks(start, end))
+
+    def punch(self, start: int, end: int) -> bool:
+        """Drop the blocks of [start, end) (whole blocks, all written) from the cache
+        file, with ``lock`` held: a streamed part holds them. False when the cache
+        file's filesystem cannot punch holes."""
+        try:
+            punch_hole(self._fd, start, end - start)
+        except OSError:
+            return False
+        blocks = self._blocks(start, end)
+        with self._blocks_lock:
+            self._loaded.difference_update(blocks)
+            self._punched.update(blocks)
+        self._account()
+        return True
+
     def _load(self, start: int, end: int) -> None:
         """Make the cache file hold the content of every block in [start, end):
         what was never written is filled in from the original object, with one
@@ -292,6 +341,11 @@ class OpenFile:
         inside a run are fetched along rather than splitting it)."""
         with self._blocks_lock:
             missing = [block for block in self._blocks(start, end) if block not in self._loaded]
+            if any(block in self._punched for block in missing):
+                # Callers finish the streaming upload first (fs.py); reading the
+                # hole would give zeros.
+                raise FsError(errno.EIO, f"bytes {start}-{end} of {self.key} are only in an "
+                              "unfinished multipart upload")
             for block in missing:
                 if not self._needs_original(block):
                     # Past the original: bytes never written read as zeros.
@@ -359,6 +413,10 @@ class OpenFile:
 
     def write(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
+        if self.punched_in(offset, end):
+            # As in _load: the streaming upload is finished first (fs.py).
+            raise FsError(errno.EIO, f"bytes {offset}-{end} of {self.key} are only in an "
+                          "unfinished multipart upload")
         blocks = self._blocks(offset, end)
         # Blocks only partly overwritten that still lack original bytes.
         edges = sorted({offset // BLOCK, (end - 1) // BLOCK}) if end > offset else []
@@ -467,12 +525,19 @@ class OpenFile:
         self.original_limit = 0
         self._changes += 1
 
-    def committed(self, etag: str) -> None:
-        """The bucket now holds exactly this content and these attributes."""
+    def data_committed(self, etag: str) -> None:
+        """The bucket now holds exactly this content (under this ETag); blocks not
+        in the cache file are fetched from that object when needed."""
         self.original = Original(self.key, etag, self.size)
         self.original_limit = self.size
         with self._blocks_lock:
             self._dirty.clear()
-        self.data_dirty = self.meta_dirty = False
+            self._punched.clear()
+        self.data_dirty = False
+
+    def committed(self, etag: str) -> None:
+        """The bucket now holds exactly this content and these attributes."""
+        self.data_committed(etag)
+        self.meta_dirty = False
         self.upload_failed = False
         self.unjournal()

@@ -156,6 +156,7 @@ class FileHandle:
     ino: int
     reader: ObjectReader | None  # set for reads of a file that is not open for writing
     writable: bool
+    readable: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -737,11 +738,11 @@ class Filesystem:
         self.streams.abandon(file)
         file.close()
 
-    def open(self, ino: int, write: bool) -> int:
+    def open(self, ino: int, write: bool, read: bool = True) -> int:
         path = self._path(ino)
         if write:
             self._load_file(ino, path, claim=1)
-            return self._add_handle(FileHandle(ino, None, True))
+            return self._add_handle(FileHandle(ino, None, True, read))
         with self._files_lock:
             file = self._files.get(ino)
         if file is not None:
@@ -784,7 +785,7 @@ class Filesystem:
                             cache=self.read_cache)
 
     def create(self, parent_ino: int, name: str, mode: int, uid: int,
-               gid: int) -> tuple[int, int, Attr]:
+               gid: int, read: bool = True) -> tuple[int, int, Attr]:
         path = self._child(parent_ino, name)
         if self._exists(path) is not None:
             raise FsError(errno.EEXIST)
@@ -799,7 +800,7 @@ class Filesystem:
         self._hold(ino)
         self._added(path, self._file_node(file), ListedChild(
             file=ListedObject(file.key, 0, "", attr.mtime_ns)))
-        return self._add_handle(FileHandle(ino, None, True)), ino, self.shown(attr)
+        return self._add_handle(FileHandle(ino, None, True, read)), ino, self.shown(attr)
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         handle: FileHandle = self._handle(fh)
@@ -811,6 +812,8 @@ class Filesystem:
                 if not file.closed:  # else the last writer's release just dropped it
                     if not handle.writable:
                         file.raced = True
+                    if file.punched_in(offset, offset + size):
+                        self._upload_held(file)
                     return file.read_range(offset, size)
         if handle.reader is None:
             # Opened while the file was open for writing; that writer is gone now.
@@ -830,6 +833,8 @@ class Filesystem:
         with file.lock:
             if file.handles > 1:
                 file.raced = True
+            if self.streams.must_finish(file, offset, offset + len(data)):
+                self._upload_held(file)
             try:
                 file.write(offset, data)
             finally:
@@ -861,7 +866,8 @@ class Filesystem:
             failed, file.upload_failed = file.upload_failed, False
             try:
                 file.persist()
-                journaled = True
+                # Content partly in a streaming upload only is safe once that is done.
+                journaled = not file.punched
             except FsError as exc:
                 log.warning("cannot journal %s (%s): uploading it now", file.key, exc.detail)
                 journaled = False
@@ -993,16 +999,21 @@ class Filesystem:
     def _upload(self, file: OpenFile) -> None:
         """Upload the file's changes; the journal record goes when they are committed."""
         with file.lock:
-            # Counted only once the lock is ours: a writer waiting for cache space
-            # holds it, and must not wait for an upload of its own file.
+            self._upload_held(file)
+
+    def _upload_held(self, file: OpenFile) -> None:
+        """``_upload`` with file.lock held: also when an access needs the blocks of a
+        streaming upload (see Streamer.must_finish)."""
+        # Counted only once the lock is ours: a writer waiting for cache space
+        # holds it, and must not wait for an upload of its own file.
+        with self._uploads_lock:
+            self._running += 1
+        try:
+            path = self._upload_locked(file)
+        finally:
             with self._uploads_lock:
-                self._running += 1
-            try:
-                path = self._upload_locked(file)
-            finally:
-                with self._uploads_lock:
-                    self._running -= 1
-                self.space.wake()
+                self._running -= 1
+            self.space.wake()
         if path is not None:
             self.cache.put(path, self._file_node(file))
 
@@ -1031,11 +1042,20 @@ class Filesystem:
                                         file.original_limit)
                 # A multipart upload that runs since the file was written is
                 # finished, else the content is uploaded now.
-                etag = self.streams.finish(file, metadata, watch)
-                if etag is None:
+                completed = self.streams.finish(file, metadata, watch)
+                if completed is None:
                     etag = self.transfer.upload(file.key, file, metadata=metadata,
                                                 content_type=file.content_type,
                                                 original=original, on_multipart=watch)
+                elif completed.metadata_stale:
+                    # The object holds the content now: if the copy that sets the
+                    # final metadata fails, only that copy is tried again.
+                    file.data_committed(completed.etag)
+                    file.meta_dirty = True
+                    etag = self.transfer.copy(file.original, file.key, metadata=metadata,
+                                              content_type=file.content_type)
+                else:
+                    etag = completed.etag
             else:
                 etag = self.transfer.copy(file.original, file.key, metadata=metadata,
                                           content_type=file.content_type)
@@ -1266,6 +1286,9 @@ class Filesystem:
         file = self._open_file(path)
         if file is not None:
             with file.lock:
+                if file.punched and self._readable(file.ino):
+                    # Its descriptors may still read what only the upload holds.
+                    self._upload_held(file)
                 # Open descriptors keep working on the cached content; their close must
                 # not re-create the object.
                 self.streams.abandon(file)
@@ -1342,6 +1365,8 @@ class Filesystem:
         file = self._open_file(old)
         if file is not None:
             with file.lock:
+                if file.punched:
+                    self._upload_held(file)  # under the old key, then copied
                 # Its streaming upload writes the old key.
                 self.streams.abandon(file)
                 old_key, file.key, file.content_type = file.key, new_key, content_type
@@ -1416,6 +1441,8 @@ class Filesystem:
         if file is not None:
             with file.lock:
                 if changes.size is not None:
+                    if self.streams.must_finish(file, changes.size, file.size, truncate=True):
+                        self._upload_held(file)
                     try:
                         file.truncate(changes.size)
                     finally:
@@ -1532,6 +1559,12 @@ class Filesystem:
             fh = next(self._handle_numbers)
             self._handles[fh] = handle
             return fh
+
+    def _readable(self, ino: int) -> bool:
+        """Some descriptor of the inode was opened for reading."""
+        with self._handles_lock:
+            return any(isinstance(handle, FileHandle) and handle.ino == ino and handle.readable
+                       for handle in self._handles.values())
 
     def _handle(self, fh: int) -> Any:
         with self._handles_lock:

@@ -155,12 +155,14 @@ class FuseOperations(llfuse.Operations):
 
     @handler
     def open(self, inode: int, flags: int, ctx: Any = None) -> int:
-        return self.fs.open(inode, write=bool(flags & (os.O_WRONLY | os.O_RDWR)))
+        return self.fs.open(inode, write=bool(flags & (os.O_WRONLY | os.O_RDWR)),
+                            read=flags & os.O_ACCMODE != os.O_WRONLY)
 
     @handler
     def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                ctx: Any) -> tuple[int, llfuse.EntryAttributes]:
-        fh, ino, attr = self.fs.create(parent_inode, _name(name), mode, ctx.uid, ctx.gid)
+        fh, ino, attr = self.fs.create(parent_inode, _name(name), mode, ctx.uid, ctx.gid,
+                                       read=flags & os.O_ACCMODE != os.O_WRONLY)
         return fh, self._entry(ino, attr)
 
     @handler

@@ -129,6 +129,7 @@ def transfer_settings(config: MountConfig) -> TransferSettings:
         singlepart_copy_limit=s.singlepart_copy_limit * MiB,
         nomultipart=s.nomultipart,
         streamupload=s.streamupload,
+        max_dirty_data=s.max_dirty_data * MiB if s.max_dirty_data >= 0 else None,
         nocopyapi=s.nocopyapi,
         max_thread_count=s.max_thread_count,
     )

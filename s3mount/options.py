@@ -67,6 +67,13 @@ def _integer(minimum: int | None = None, maximum: int | None = None) -> Callable
     return parse
 
 
+def _dirty_window(value: str) -> int:
+    number = _integer(-1)(value)
+    if 0 <= number < 50:
+        raise ValueError("must be -1 or at least 50")
+    return number
+
+
 def _number(minimum: float) -> Callable[[str], float]:
     def parse(value: str) -> float:
         try:
@@ -441,7 +448,11 @@ OPTIONS: tuple[Option, ...] = (
                 "up in the background once multipart_threshold bytes are written, and "
                 "close() sends only the tail, completes, and sets the final attributes "
                 "with one server-side copy. Pays where uploading is slower than writing."),
-    Option("max_dirty_data", _integer(-1), None, UPLOAD, _P, note=_WRITES),
+    Option("max_dirty_data", _dirty_window, 5120, UPLOAD, metavar="MB",
+           help="With streamupload: the most of a file being streamed that stays on local "
+                "disk. A writer more than this ahead of the upload waits for its parts; "
+                "parts uploaded already leave the cache (reading or rewriting them first "
+                "completes the upload, as fsync would). At least 50; -1: no limit."),
     Option("nocopyapi", None, False, UPLOAD,
            help="Never copy server-side: metadata changes and renames download and "
                 "re-upload (for servers without CopyObject; also detected automatically)."),

@@ -17,14 +17,27 @@ generation it read before reading, so a part read while a write landed is
 seen as stale. At flush/fsync/close the upload is finished (``finish``, with
 the file's lock held): parts missing, stale or failed are sent, running ones
 waited for, and the upload completed. CreateMultipartUpload took the metadata
-of its start; when the final ones differ (the mtime nearly always does), one
-server-side self-copy with REPLACE sets them.
+of its start; when the final ones differ (the mtime nearly always does), the
+caller sets them with one server-side self-copy (REPLACE), after it took the
+completed object as the file's content: a failed copy leaves only metadata to
+store.
 
 The stream is abandoned (aborted in the background; the normal upload at
 close does the work) when the file is truncated below parts handed out,
 unlinked or renamed, or outgrows 10,000 parts; and not started when the
 server cannot copy (the metadata could not be fixed without sending
 everything again).
+
+The dirty window (``max_dirty_data``): a writer that is more than the window
+ahead of the upload waits for its parts, and once the file holds more than
+the window on local disk, the oldest parts sent are punched out of its cache
+file (not for a file with a journal record: a recovery could not rebuild
+it). Their bytes are then only in the upload, so it is never abandoned any
+more: what would abandon it (a read or write of a punched part, a truncation
+below the parts sent, a rename, outgrowing 10,000 parts) first finishes it
+(``must_finish``; fs.py then uploads as fsync does), and a finish that fails
+keeps it for the next one instead of aborting it. An unlink still abandons
+it when no descriptor can read the file any more.
 
 Locking: a stream's own ``_lock`` guards its fields and is never held across
 I/O. Part and create tasks never take the file's lock, so ``finish`` may wait
@@ -41,13 +54,13 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import FsError
 from .files import add_range
 from .meta import encode_metadata
 from .store import Store
-from .transfer import MAX_PARTS, MIN_PART, Original, Transfer, part_ranges
+from .transfer import MAX_PARTS, MIN_PART, Transfer, part_ranges
 
 if TYPE_CHECKING:
     from .files import OpenFile
@@ -90,6 +103,8 @@ class Stream:
         self._generation: dict[int, int] = {}
         self._sent: dict[int, tuple[int, str]] = {}  # number → (generation read, ETag)
         self._running: dict[int, Future[None]] = {}  # queued or sending
+        self._punched: set[int] = set()  # parts no longer in the cache file
+        self._punch_from = 1  # parts below were punched
 
     @property
     def prefix(self) -> int:
@@ -126,6 +141,14 @@ def remember_written(ranges: list[tuple[int, int]], start: int,
     return add_range(ranges, start, end)[:MAX_RANGES]
 
 
+class Completed(NamedTuple):
+    """A finished stream: the object's ETag, and whether its metadata (those of the
+    upload's start) must still be replaced by the final ones."""
+
+    etag: str
+    metadata_stale: bool
+
+
 class Streamer:
     """Starts, feeds, finishes and abandons the streams of a mount's files."""
 
@@ -139,7 +162,8 @@ class Streamer:
         self._part = max(settings.multipart_size, MIN_PART)
         # Parts of one stream queued or running at a time, as for any upload (see
         # Transfer._run_parts): a fast writer does not fill the shared pool's queue.
-        self._window = settings.max_thread_count
+        self._parallel = settings.max_thread_count
+        self._dirty_limit = settings.max_dirty_data
 
     def _eligible(self, file: OpenFile) -> bool:
         return (self._enabled and self._transfer.copy_supported and not file.unlinked
@@ -176,6 +200,52 @@ class Streamer:
         elif upload_id is not None and not stream.recorded:
             stream.recorded = True
             self._record(file, upload_id)
+        if self._dirty_limit is not None:
+            self._keep_window(file, stream, self._dirty_limit)
+
+    def _keep_window(self, file: OpenFile, stream: Stream, limit: int) -> None:
+        """Hold at most about ``limit`` bytes of the file on local disk (see the
+        module's doc): wait for parts, then punch the oldest ones sent."""
+        part = stream.part
+        with stream._lock:
+            # Parts that failed count as sent here: they go again at close, and
+            # nothing would wake a writer waiting for them.
+            stream._changed.wait_for(
+                lambda: stream.state is not State.OPEN or not stream._running
+                or stream._prefix() - (stream._handed - len(stream._running)) * part <= limit)
+            if stream.state is not State.OPEN or file.journaled:
+                return
+            held = file.size - len(stream._punched) * part
+            number, chosen = stream._punch_from, []
+            while held > limit and number <= stream._handed:
+                if (number not in stream._punched and number not in stream._running
+                        and stream._good(number)):
+                    chosen.append(number)
+                    held -= part
+                number += 1
+        punched = [n for n in chosen if file.punch((n - 1) * part, n * part)]
+        if len(punched) < len(chosen):
+            log.warning("cannot free the cache space of %s's uploaded parts (the cache "
+                        "directory's filesystem cannot punch holes): it keeps them all",
+                        file.key)
+            self._dirty_limit = None
+        with stream._lock:
+            stream._punched.update(punched)
+            while stream._punch_from in stream._punched:
+                stream._punch_from += 1
+
+    def must_finish(self, file: OpenFile, start: int, end: int, *,
+                    truncate: bool = False) -> bool:
+        """True when the stream must be finished before a read or write of [start,
+        end), or before a truncation to ``start``: it would touch punched parts,
+        or abandon the upload that holds them."""
+        stream = file.stream
+        if stream is None or not stream._punched:
+            return False
+        if truncate:
+            with stream._lock:
+                return start < stream._handed * stream.part
+        return end > MAX_PARTS * stream.part or file.punched_in(start, end)
 
     def truncated(self, file: OpenFile, size: int) -> None:
         """``file`` was truncated (or extended) to ``size``."""
@@ -260,7 +330,7 @@ class Streamer:
         if stream._finishing:
             return
         covered = stream._prefix() // stream.part
-        while stream._handed < covered and len(stream._running) < self._window:
+        while stream._handed < covered and len(stream._running) < self._parallel:
             number = stream._handed + 1
             future = self._submit(self._send, stream, number)
             if future is None:
@@ -331,11 +401,13 @@ class Streamer:
     # The upload at flush/fsync/close (with file.lock held)
 
     def finish(self, file: OpenFile, metadata: Mapping[str, str],
-               watch: Callable[[str | None], None]) -> str | None:
-        """Complete the file's stream; return the new ETag, or None when there is
-        no stream to finish (the caller uploads the normal way).
+               watch: Callable[[str | None], None]) -> Completed | None:
+        """Complete the file's stream; None when there is no stream to finish (the
+        caller uploads the normal way). The caller replaces the metadata when
+        they changed since the upload started.
 
-        Raises FsError when the parts sent at close fail (the upload is aborted).
+        Raises FsError when the parts sent at close fail: the upload is aborted,
+        unless it holds punched parts (it is kept for the next finish then).
         """
         stream, file.stream = file.stream, None
         if stream is None:
@@ -346,8 +418,10 @@ class Streamer:
         size = file.size
         changed = metadata != stream.metadata or file.content_type != stream.content_type
         # Below the threshold (truncated since) the file is one PUT; a multipart
-        # upload could not even be completed without parts (size 0).
-        if (not usable or file.key != stream.key or size < stream._handed * stream.part
+        # upload could not even be completed without parts (size 0). A stream with
+        # punched parts is never in these states (see must_finish).
+        if not stream._punched and (
+                not usable or file.key != stream.key or size < stream._handed * stream.part
                 or size < self._threshold or size > MAX_PARTS * stream.part
                 or (changed and not self._transfer.copy_supported)):
             self._end(stream, wait=False)
@@ -380,16 +454,18 @@ class Streamer:
                 parts = [(number, stream._sent[number][1]) for number, _, _ in ranges]
             etag = self._store.complete_multipart(stream.key, upload_id, parts, size=size)
         except BaseException:
-            self._end(stream, wait=True)
-            watch(None)
+            if stream._punched:
+                # Parts that left the cache file are only in this upload.
+                with stream._lock:
+                    stream._finishing = False
+                    stream._changed.wait_for(lambda: not stream._running)
+                file.stream = stream
+            else:
+                self._end(stream, wait=True)
+                watch(None)
             raise
         with stream._lock:
             stream.state = State.DONE
             stream._release_fd()
         watch(None)
-        if changed:
-            # The upload took the metadata of its start; the final ones (mtime at
-            # least) replace them, server-side.
-            etag = self._transfer.copy(Original(stream.key, etag, size), stream.key,
-                                       metadata=metadata, content_type=file.content_type)
-        return etag
+        return Completed(etag, changed)

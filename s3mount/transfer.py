@@ -44,6 +44,8 @@ class TransferSettings:
     singlepart_copy_limit: int = 512 * MiB  # largest single CopyObject (capped at MAX_SINGLE_COPY)
     nomultipart: bool = False
     streamupload: bool = False  # upload big files while they are written (streaming.py)
+    # Bytes of a streamed file kept on local disk at most (None: all of it).
+    max_dirty_data: int | None = 5120 * MiB
     nocopyapi: bool = False  # never use CopyObject/UploadPartCopy: download and re-upload
     max_thread_count: int = 10  # parallel part requests
     # Bytes of content held in memory by all uploads of the mount together.

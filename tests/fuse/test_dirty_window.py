@@ -1,0 +1,223 @@
+"""The dirty window of streaming uploads (-o streamupload,max_dirty_data=MB).
+
+A file streamed to the bucket keeps at most the window on local disk: the
+parts already uploaded are punched out of its cache file. Reading, rewriting,
+truncating or renaming the file where those parts were first completes the
+upload, as fsync would, and works on the object it made; an unlink with no
+reader left drops the upload; a completion that fails keeps the upload for the
+next try. Parts are 5 MiB and the window 50 MiB (its minimum), so the files of
+these tests are 80-120 MiB.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from helpers import payload, wait_until
+from s3proxy import Answer, Rule, operation_is
+
+MiB = 1024 * 1024
+WINDOW = 50 * MiB
+PART = 5 * MiB
+OPTIONS = ("streamupload", "multipart_threshold=5", "multipart_size=5", "max_dirty_data=50")
+
+
+def body(s3, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def keys(s3, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def uploads(s3, bucket: str) -> list[dict]:
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def on_disk(directory: Path) -> int:
+    """Bytes the files below ``directory`` take on disk."""
+    return sum(path.stat().st_blocks * 512 for path in directory.rglob("*") if path.is_file())
+
+
+def write_all(fd: int, data: bytes, cache: Path) -> int:
+    """Write ``data`` in 1 MiB writes; return the most ``cache`` took meanwhile."""
+    peak = 0
+    for offset in range(0, len(data), MiB):
+        os.pwrite(fd, data[offset:offset + MiB], offset)
+        peak = max(peak, on_disk(cache))
+    return peak
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    """The mount's tmpdir, where its cache files live."""
+    path = tmp_path / "cache"
+    path.mkdir()
+    return path
+
+
+def test_a_streamed_file_keeps_at_most_the_window_on_local_disk(s3, bucket, mount, proxy,
+                                                               cache):
+    m = mount(bucket, *OPTIONS, f"tmpdir={cache}", url=proxy.url)
+    data = payload(120 * MiB, seed=11)
+    fd = os.open(m.path / "big", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        peak = write_all(fd, data, cache)
+    finally:
+        os.close(fd)
+    # The window, and the write that went past it before the next punch.
+    assert peak <= WINDOW + PART, peak
+    assert body(s3, bucket, "big") == data
+    counts = proxy.counts()
+    # Punched parts were not sent twice.
+    assert counts["UploadPart"] == 24 and counts["CompleteMultipartUpload"] == 1, counts
+    assert uploads(s3, bucket) == []
+    assert (m.path / "big").read_bytes() == data
+
+
+def test_without_a_window_the_whole_file_stays_until_close(s3, bucket, mount, cache):
+    m = mount(bucket, *OPTIONS[:-1], "max_dirty_data=-1", f"tmpdir={cache}")
+    data = payload(80 * MiB, seed=12)
+    fd = os.open(m.path / "big", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        peak = write_all(fd, data, cache)
+    finally:
+        os.close(fd)
+    assert peak >= len(data)
+    assert body(s3, bucket, "big") == data
+
+
+def test_reading_a_punched_part_completes_the_upload_first(s3, bucket, mount, cache):
+    m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
+    data = payload(80 * MiB, seed=13)
+    fd = os.open(m.path / "f", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        write_all(fd, data, cache)
+        assert keys(s3, bucket) == []
+        # Else the kernel answers from the pages the writes left.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(fd, MiB, 3 * MiB) == data[3 * MiB:4 * MiB]
+        # The read made the object: the part came from it.
+        assert body(s3, bucket, "f") == data
+        os.pwrite(fd, b"more", len(data))
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "f") == data + b"more"
+    assert uploads(s3, bucket) == []
+
+
+def test_rewriting_a_punched_part_lands_in_the_object(s3, bucket, mount, cache):
+    m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
+    data = bytearray(payload(80 * MiB, seed=14))
+    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        write_all(fd, bytes(data), cache)
+        # A header fixed at the end, as archivers and muxers do.
+        os.pwrite(fd, b"HEADER", 10)
+        data[10:16] = b"HEADER"
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "f") == bytes(data)
+    assert uploads(s3, bucket) == []
+
+
+def test_truncating_below_punched_parts_keeps_the_rest(s3, bucket, mount, cache):
+    m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
+    data = payload(80 * MiB, seed=15)
+    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        write_all(fd, data, cache)
+        os.ftruncate(fd, 7 * MiB + 3)
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "f") == data[:7 * MiB + 3]
+    assert uploads(s3, bucket) == []
+
+
+def test_renaming_a_file_with_punched_parts_moves_all_of_it(s3, bucket, mount, cache):
+    m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
+    data = payload(80 * MiB, seed=16)
+    fd = os.open(m.path / "old", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        write_all(fd, data, cache)
+        os.rename(m.path / "old", m.path / "new")
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    assert keys(s3, bucket) == ["new"]
+    assert body(s3, bucket, "new") == data
+    head = s3.head_object(Bucket=bucket, Key="new")
+    assert head["Metadata"]["mode"] == str(stat.S_IFREG | 0o600)
+    assert uploads(s3, bucket) == []
+
+
+def test_unlinking_a_file_no_one_can_read_drops_its_upload(s3, bucket, mount, cache):
+    m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
+    data = payload(80 * MiB, seed=17)
+    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        write_all(fd, data, cache)
+        os.unlink(m.path / "f")
+    finally:
+        os.close(fd)
+    wait_until(lambda: uploads(s3, bucket) == [], 30, "the upload aborted")
+    assert keys(s3, bucket) == []
+
+
+def test_an_unlinked_file_stays_readable_through_its_descriptor(s3, bucket, mount, cache):
+    m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
+    data = payload(80 * MiB, seed=18)
+    fd = os.open(m.path / "f", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        write_all(fd, data, cache)
+        os.unlink(m.path / "f")
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(fd, 2 * MiB, MiB) == data[MiB:3 * MiB]
+    finally:
+        os.close(fd)
+    assert keys(s3, bucket) == []
+    wait_until(lambda: uploads(s3, bucket) == [], 30, "no upload in progress")
+
+
+def test_a_failed_completion_keeps_the_uploaded_parts_for_the_next_try(s3, bucket, mount,
+                                                                       proxy, cache):
+    refused = proxy.add(Rule(operation_is("CompleteMultipartUpload"),
+                             Answer(503, "SlowDown"), times=1))
+    m = mount(bucket, "retries=0", *OPTIONS, f"tmpdir={cache}", url=proxy.url)
+    data = payload(80 * MiB, seed=19)
+    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    write_all(fd, data, cache)
+    with pytest.raises(OSError) as caught:
+        os.close(fd)
+    assert caught.value.errno == errno.EIO
+    assert refused.fired == 1
+    # The release after close() tries again: the same upload, no part sent twice.
+    wait_until(lambda: keys(s3, bucket) == ["f"], 30, "the object after the second try")
+    assert body(s3, bucket, "f") == data
+    counts = proxy.counts()
+    assert counts["CreateMultipartUpload"] == 1 and counts["UploadPart"] == 16, counts
+    assert uploads(s3, bucket) == []
+
+
+def test_a_failed_metadata_copy_sends_no_data_again(s3, bucket, mount, proxy, cache):
+    refused = proxy.add(Rule(operation_is("CopyObject"), Answer(503, "SlowDown"), times=1))
+    m = mount(bucket, "retries=0", *OPTIONS, f"tmpdir={cache}", url=proxy.url)
+    data = payload(80 * MiB, seed=20)
+    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    write_all(fd, data, cache)
+    os.fchmod(fd, 0o640)
+    with pytest.raises(OSError) as caught:
+        os.close(fd)
+    assert caught.value.errno == errno.EIO
+    assert refused.fired == 1
+    # The release after close() copies again.
+    wait_until(lambda: s3.head_object(Bucket=bucket, Key="f")["Metadata"]["mode"]
+               == str(stat.S_IFREG | 0o640), 30, "the final mode in the bucket")
+    assert body(s3, bucket, "f") == data
+    counts = proxy.counts()
+    assert counts["UploadPart"] == 16 and counts["CreateMultipartUpload"] == 1, counts
+    assert counts["CopyObject"] == 2, counts
