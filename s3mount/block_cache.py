@@ -11,7 +11,8 @@ empties the entry.
 Crash safety: the index is written (atomically, after the data is flushed to
 disk) when a reader closes and at unmount, and before blocks are evicted, so
 an index never names a block that is not on disk. Blocks written after the
-last index write are simply not known to the next mount.
+last index write are simply not known to the next mount. Without use_cache
+the directory goes with the mount: no index is written, and nothing flushed.
 
 One mount at a time owns ``blocks`` (a lock on ``blocks.lock``); a second mount
 of the same bucket with the same use_cache gets a directory of its own that
@@ -79,13 +80,15 @@ class _Entry:
 
 class BlockCache:
     def __init__(self, cache_dir: str, space: CacheSpace, stats: Stats, *,
-                 wipe: bool = False, block: int = BLOCK) -> None:
+                 wipe: bool = False, block: int = BLOCK, durable: bool = True) -> None:
+        """``durable``: the cache directory outlives the mount (use_cache); else no
+        index is written, and no block flushed to disk, for a next mount."""
         self._lock_fd = os.open(os.path.join(cache_dir, BLOCKS_DIR + ".lock"),
                                 os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.directory = os.path.join(cache_dir, BLOCKS_DIR)
-            self._persistent = True
+            self._persistent = durable
         except BlockingIOError:
             log.info("another mount uses the read cache in %s: this one keeps its own "
                      "until unmount", cache_dir)
@@ -348,6 +351,8 @@ class BlockCache:
 
     def _save(self, entry: _Entry) -> None:
         """Flush the data, then replace the index atomically."""
+        if not self._persistent:
+            return
         try:
             with contextlib.suppress(FileNotFoundError):
                 fd = os.open(self._data_path(entry.name), os.O_WRONLY)

@@ -227,7 +227,7 @@ class Filesystem:
                                 evict_read_cache=lambda wanted: self.read_cache.evict(wanted))
         # Blocks read from objects, on disk (kept across mounts with use_cache).
         self.read_cache = BlockCache(settings.cache_dir, self.space, self.stats,
-                                     wipe=settings.del_cache)
+                                     wipe=settings.del_cache, durable=settings.journal)
         self._background = ThreadPoolExecutor(settings.max_thread_count,
                                               thread_name_prefix="s3mount-upload")
         self._retries: dict[int, threading.Timer] = {}

@@ -131,6 +131,8 @@ def test_without_use_cache_reads_are_cached_in_the_private_directory(s3, bucket,
     else:
         print("drop_caches failed (not root?): the kernel's page cache served the re-read")
     assert [p.name for p in private.iterdir()]  # the private directory is in use
+    # Nothing outlives this mount: no index is written (nor the blocks flushed).
+    assert list(private.rglob("*.data")) and not list(private.rglob("*.json"))
     assert m.stop() == 0
     assert list(private.iterdir()) == []  # removed at exit
 
