@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,41 @@ def test_a_failed_metadata_copy_sends_no_data_again(s3, bucket, mount, proxy, ca
     counts = proxy.counts()
     assert counts["UploadPart"] == 16 and counts["CreateMultipartUpload"] == 1, counts
     assert counts["CopyObject"] == 2, counts
+
+
+def test_reads_of_punched_parts_while_the_file_grows(s3, bucket, mount, cache):
+    """A reader of the early parts through its own descriptor, while the writer
+    goes on: each such read completes the upload (once), and the writer's later
+    bytes join the object at close."""
+    m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
+    data = payload(110 * MiB, seed=21)
+    seen: list[bool] = []
+    stop = threading.Event()
+    writer = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+
+    def read_early_parts() -> None:
+        reader = os.open(m.path / "f", os.O_RDONLY)
+        try:
+            while not stop.is_set():
+                if os.fstat(reader).st_size >= 70 * MiB:
+                    os.posix_fadvise(reader, 0, 0, os.POSIX_FADV_DONTNEED)
+                    seen.append(os.pread(reader, MiB, 2 * MiB) == data[2 * MiB:3 * MiB])
+                stop.wait(0.05)
+        finally:
+            os.close(reader)
+
+    thread = threading.Thread(target=read_early_parts)
+    thread.start()
+    try:
+        write_all(writer, data, cache)
+        stop.set()
+        thread.join()
+        # A read completed the upload before close: the object is there.
+        assert keys(s3, bucket) == ["f"]
+    finally:
+        stop.set()
+        thread.join()
+        os.close(writer)
+    assert seen and all(seen), seen
+    assert body(s3, bucket, "f") == data
+    assert uploads(s3, bucket) == []
