@@ -187,3 +187,19 @@ class MemorySource:
 
     def unchanged(self, offset: int, length: int) -> bool:
         return not any(start < offset + length and offset < end for start, end in self.changed)
+
+
+def body(s3, bucket: str, key: str) -> bytes:
+    """An object's content, read directly from the bucket."""
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def keys(s3, bucket: str) -> list[str]:
+    """Every key of the bucket, sorted."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", ()))
+
+
+def uploads(s3, bucket: str) -> list[dict]:
+    """The multipart uploads in progress in the bucket."""
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import body
 from s3proxy import Answer, Rule
 
 MiB = 1024 * 1024
@@ -50,10 +51,6 @@ def write_until_error(path: Path, data: bytes, chunk: int = 128 * 1024) -> tuple
         except OSError as exc:
             failure = failure or exc.errno
     return written, failure
-
-
-def body(s3, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def test_a_full_cache_disk_is_enospc_and_never_a_short_file(small_disk, s3, bucket, mount):

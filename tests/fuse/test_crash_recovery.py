@@ -17,18 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from helpers import wait_until
+from helpers import body, keys, wait_until
 from s3proxy import Answer, Rule, operation_is
 
 MiB = 1024 * 1024
-
-
-def body(s3, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-def keys(s3, bucket: str) -> list[str]:
-    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
 def file_upload(request) -> bool:

@@ -15,28 +15,17 @@ import errno
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import payload, wait_until
+from helpers import body, keys, payload, uploads, wait_until
 from s3proxy import Answer, Rule, operation_is
 
 MiB = 1024 * 1024
 WINDOW = 50 * MiB
 PART = 5 * MiB
 OPTIONS = ("streamupload", "multipart_threshold=5", "multipart_size=5", "max_dirty_data=50")
-
-
-def body(s3, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-def keys(s3, bucket: str) -> list[str]:
-    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
-
-
-def uploads(s3, bucket: str) -> list[dict]:
-    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
 def on_disk(directory: Path) -> int:
@@ -53,6 +42,19 @@ def write_all(fd: int, data: bytes, cache: Path) -> int:
     return peak
 
 
+def stream_file(path: Path, data: bytes, cache: Path,
+                then: Callable[[int], object] = lambda fd: None) -> int:
+    """Write ``data`` to a new file at ``path``, then call ``then`` with its
+    descriptor before it is closed; return the most ``cache`` took."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        peak = write_all(fd, data, cache)
+        then(fd)
+    finally:
+        os.close(fd)
+    return peak
+
+
 @pytest.fixture
 def cache(tmp_path: Path) -> Path:
     """The mount's tmpdir, where its cache files live."""
@@ -65,11 +67,7 @@ def test_a_streamed_file_keeps_at_most_the_window_on_local_disk(s3, bucket, moun
                                                                cache):
     m = mount(bucket, *OPTIONS, f"tmpdir={cache}", url=proxy.url)
     data = payload(120 * MiB, seed=11)
-    fd = os.open(m.path / "big", os.O_CREAT | os.O_WRONLY, 0o644)
-    try:
-        peak = write_all(fd, data, cache)
-    finally:
-        os.close(fd)
+    peak = stream_file(m.path / "big", data, cache)
     # The window, and the write that went past it before the next punch.
     assert peak <= WINDOW + PART, peak
     assert body(s3, bucket, "big") == data
@@ -83,11 +81,7 @@ def test_a_streamed_file_keeps_at_most_the_window_on_local_disk(s3, bucket, moun
 def test_without_a_window_the_whole_file_stays_until_close(s3, bucket, mount, cache):
     m = mount(bucket, *OPTIONS[:-1], "max_dirty_data=-1", f"tmpdir={cache}")
     data = payload(80 * MiB, seed=12)
-    fd = os.open(m.path / "big", os.O_CREAT | os.O_WRONLY, 0o644)
-    try:
-        peak = write_all(fd, data, cache)
-    finally:
-        os.close(fd)
+    peak = stream_file(m.path / "big", data, cache)
     assert peak >= len(data)
     assert body(s3, bucket, "big") == data
 
@@ -113,28 +107,17 @@ def test_reading_a_punched_part_completes_the_upload_first(s3, bucket, mount, ca
 
 def test_rewriting_a_punched_part_lands_in_the_object(s3, bucket, mount, cache):
     m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
-    data = bytearray(payload(80 * MiB, seed=14))
-    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
-    try:
-        write_all(fd, bytes(data), cache)
-        # A header fixed at the end, as archivers and muxers do.
-        os.pwrite(fd, b"HEADER", 10)
-        data[10:16] = b"HEADER"
-    finally:
-        os.close(fd)
-    assert body(s3, bucket, "f") == bytes(data)
+    data = payload(80 * MiB, seed=14)
+    # A header fixed at the end, as archivers and muxers do.
+    stream_file(m.path / "f", data, cache, lambda fd: os.pwrite(fd, b"HEADER", 10))
+    assert body(s3, bucket, "f") == data[:10] + b"HEADER" + data[16:]
     assert uploads(s3, bucket) == []
 
 
 def test_truncating_below_punched_parts_keeps_the_rest(s3, bucket, mount, cache):
     m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
     data = payload(80 * MiB, seed=15)
-    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
-    try:
-        write_all(fd, data, cache)
-        os.ftruncate(fd, 7 * MiB + 3)
-    finally:
-        os.close(fd)
+    stream_file(m.path / "f", data, cache, lambda fd: os.ftruncate(fd, 7 * MiB + 3))
     assert body(s3, bucket, "f") == data[:7 * MiB + 3]
     assert uploads(s3, bucket) == []
 
@@ -142,13 +125,12 @@ def test_truncating_below_punched_parts_keeps_the_rest(s3, bucket, mount, cache)
 def test_renaming_a_file_with_punched_parts_moves_all_of_it(s3, bucket, mount, cache):
     m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
     data = payload(80 * MiB, seed=16)
-    fd = os.open(m.path / "old", os.O_CREAT | os.O_WRONLY, 0o644)
-    try:
-        write_all(fd, data, cache)
+
+    def rename_and_chmod(fd: int) -> None:
         os.rename(m.path / "old", m.path / "new")
         os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+
+    stream_file(m.path / "old", data, cache, rename_and_chmod)
     assert keys(s3, bucket) == ["new"]
     assert body(s3, bucket, "new") == data
     head = s3.head_object(Bucket=bucket, Key="new")
@@ -156,32 +138,24 @@ def test_renaming_a_file_with_punched_parts_moves_all_of_it(s3, bucket, mount, c
     assert uploads(s3, bucket) == []
 
 
-def test_unlinking_a_file_no_one_can_read_drops_its_upload(s3, bucket, mount, cache):
+@pytest.mark.parametrize("readable", [False, True], ids=["write-only", "read-write"])
+def test_an_unlinked_file_leaves_nothing_and_stays_readable(s3, bucket, mount, cache,
+                                                            readable):
+    """With no descriptor that can read it, its upload is dropped; with one, the
+    upload is completed and read back before the object goes."""
     m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
     data = payload(80 * MiB, seed=17)
-    fd = os.open(m.path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    fd = os.open(m.path / "f", os.O_CREAT | (os.O_RDWR if readable else os.O_WRONLY), 0o644)
     try:
         write_all(fd, data, cache)
         os.unlink(m.path / "f")
+        if readable:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert os.pread(fd, 2 * MiB, MiB) == data[MiB:3 * MiB]
     finally:
         os.close(fd)
-    wait_until(lambda: uploads(s3, bucket) == [], 30, "the upload aborted")
-    assert keys(s3, bucket) == []
-
-
-def test_an_unlinked_file_stays_readable_through_its_descriptor(s3, bucket, mount, cache):
-    m = mount(bucket, *OPTIONS, f"tmpdir={cache}")
-    data = payload(80 * MiB, seed=18)
-    fd = os.open(m.path / "f", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        write_all(fd, data, cache)
-        os.unlink(m.path / "f")
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        assert os.pread(fd, 2 * MiB, MiB) == data[MiB:3 * MiB]
-    finally:
-        os.close(fd)
-    assert keys(s3, bucket) == []
     wait_until(lambda: uploads(s3, bucket) == [], 30, "no upload in progress")
+    assert keys(s3, bucket) == []
 
 
 def test_a_failed_completion_keeps_the_uploaded_parts_for_the_next_try(s3, bucket, mount,

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import body, keys
 from s3proxy import (
     Answer,
     Corrupt,
@@ -44,15 +45,6 @@ BODY_FAULTS = body_faults(STALL)
 
 def payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-def body(s3, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-def keys(s3, bucket: str) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents", ()))
 
 
 def expect_errno(number: int, action, *args) -> None:

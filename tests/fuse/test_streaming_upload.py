@@ -18,25 +18,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import payload, wait_until
+from helpers import body, keys, payload, uploads, wait_until
 from s3proxy import Answer, Rule, operation_is
 
 from s3mount.meta import parse_time_ns
 
 MiB = 1024 * 1024
 SMALL_PARTS = ("streamupload", "multipart_threshold=5", "multipart_size=5")
-
-
-def body(s3, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-def keys(s3, bucket: str) -> list[str]:
-    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
-
-
-def uploads(s3, bucket: str) -> list[dict]:
-    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
 def parts_in_progress(s3, bucket: str, key: str) -> list[int]:
