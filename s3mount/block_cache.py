@@ -56,8 +56,9 @@ _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
-def _punch_hole(fd: int, offset: int, length: int) -> bool:
-    """Free [offset, offset+length) of the file on disk; False if unsupported."""
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Free [offset, offset+length) of the file on disk (it reads as zeros then);
+    False if the filesystem cannot."""
     result = _libc.fallocate(ctypes.c_int(fd),
                              ctypes.c_int(_FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE),
                              ctypes.c_int64(offset), ctypes.c_int64(length))
@@ -308,7 +309,7 @@ class BlockCache:
             try:
                 fd = os.open(self._data_path(name), os.O_WRONLY)
                 try:
-                    punched = all(_punch_hole(fd, b * self.block, self.block) for b in blocks)
+                    punched = all(punch_hole(fd, b * self.block, self.block) for b in blocks)
                 finally:
                     os.close(fd)
             except OSError:

@@ -25,7 +25,6 @@ block sets, under ``_blocks_lock``, which is never held across I/O.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
 import os
@@ -33,7 +32,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .block_cache import BlockCache
+from .block_cache import BlockCache, punch_hole
 from .cache_space import CacheSpace
 from .errors import FsError
 from .journal import Journal, Record, block_ranges, block_set, data_blocks
@@ -63,19 +62,6 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_fallocate = getattr(_libc, "fallocate64", _libc.fallocate)
-_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-
-
-def punch_hole(fd: int, offset: int, length: int) -> None:
-    """Free the disk blocks of [offset, offset+length) of a file (they read as zeros)."""
-    if _fallocate(fd, _PUNCH_HOLE, offset, length) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
 
 
 def _written_blocks(record: Record, fd: int) -> set[int]:
@@ -323,9 +309,7 @@ class OpenFile:
         """Drop the blocks of [start, end) (whole blocks, all written) from the cache
         file, with ``lock`` held: a streamed part holds them. False when the cache
         file's filesystem cannot punch holes."""
-        try:
-            punch_hole(self._fd, start, end - start)
-        except OSError:
+        if not punch_hole(self._fd, start, end - start):
             return False
         blocks = self._blocks(start, end)
         with self._blocks_lock:
