@@ -120,6 +120,16 @@ def write_extras(config: MountConfig) -> dict[str, str]:
     return extras
 
 
+def dirty_window(max_dirty_data: int, max_cache_size: int | None) -> int | None:
+    """Bytes of a streamed file kept on local disk at most (None: all of it), from
+    the options (in MB): at most half of max_cache_size, else a file bigger than
+    the cache could not be written at all."""
+    limits = [mb * MiB for mb in (max_dirty_data,) if mb >= 0]
+    if max_cache_size is not None:
+        limits.append(max_cache_size * MiB // 2)
+    return min(limits, default=None)
+
+
 def transfer_settings(config: MountConfig) -> TransferSettings:
     s = config.settings
     return TransferSettings(
@@ -129,7 +139,7 @@ def transfer_settings(config: MountConfig) -> TransferSettings:
         singlepart_copy_limit=s.singlepart_copy_limit * MiB,
         nomultipart=s.nomultipart,
         streamupload=s.streamupload,
-        max_dirty_data=s.max_dirty_data * MiB if s.max_dirty_data >= 0 else None,
+        max_dirty_data=dirty_window(s.max_dirty_data, s.max_cache_size),
         nocopyapi=s.nocopyapi,
         max_thread_count=s.max_thread_count,
     )

@@ -452,7 +452,8 @@ OPTIONS: tuple[Option, ...] = (
            help="With streamupload: the most of a file being streamed that stays on local "
                 "disk. A writer more than this ahead of the upload waits for its parts; "
                 "parts uploaded already leave the cache (reading or rewriting them first "
-                "completes the upload, as fsync would). At least 50; -1: no limit."),
+                "completes the upload, as fsync would). At least 50; -1: no limit. Never more "
+                "than half of max_cache_size."),
     Option("nocopyapi", None, False, UPLOAD,
            help="Never copy server-side: metadata changes and renames download and "
                 "re-upload (for servers without CopyObject; also detected automatically)."),

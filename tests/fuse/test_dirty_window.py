@@ -78,6 +78,15 @@ def test_a_streamed_file_keeps_at_most_the_window_on_local_disk(s3, bucket, moun
     assert (m.path / "big").read_bytes() == data
 
 
+def test_a_file_bigger_than_max_cache_size_can_be_streamed(s3, bucket, mount, cache):
+    # The window is at most half the cache: 30 MiB here, below max_dirty_data.
+    m = mount(bucket, *OPTIONS, "max_cache_size=60", f"tmpdir={cache}")
+    data = payload(100 * MiB, seed=22)
+    peak = stream_file(m.path / "big", data, cache)
+    assert peak <= 30 * MiB + PART, peak
+    assert body(s3, bucket, "big") == data
+
+
 def test_without_a_window_the_whole_file_stays_until_close(s3, bucket, mount, cache):
     m = mount(bucket, *OPTIONS[:-1], "max_dirty_data=-1", f"tmpdir={cache}")
     data = payload(80 * MiB, seed=12)

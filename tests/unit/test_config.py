@@ -12,7 +12,9 @@ import pytest
 from s3mount import config as config_module
 from s3mount.config import MountConfig, build_config, split_bucket_argument
 from s3mount.errors import UsageError
-from s3mount.mount import fuse_options
+from s3mount.mount import dirty_window, fuse_options
+
+MiB = 1024 * 1024
 
 
 def build(arguments: list[str], option_strings: list[str] | None = None, *,
@@ -359,3 +361,14 @@ def test_fuse_options_ask_for_big_writes() -> None:
     options = fuse_options(build(["bucket", "/mnt"]))
     assert "big_writes" in options
     assert "fsname=bucket" in options
+
+
+@pytest.mark.parametrize(
+    ("max_dirty_data", "max_cache_size", "window"),
+    [(5120, None, 5120 * MiB), (-1, None, None), (5120, 1000, 500 * MiB),
+     (-1, 1000, 500 * MiB), (100, 1000, 100 * MiB)],
+)
+def test_the_dirty_window_is_at_most_half_the_cache(max_dirty_data: int,
+                                                    max_cache_size: int | None,
+                                                    window: int | None) -> None:
+    assert dirty_window(max_dirty_data, max_cache_size) == window
