@@ -123,6 +123,23 @@ def part_size(total: int, wanted: int) -> int:
     return size
 
 
+def _least_sending_part(size: int, part: int, source: DataSource, original: Original) -> int:
+    """The part size for an upload that copies its unchanged parts: ``part``, or the
+    smallest allowed when that sends at least one ``part`` less (a big file
+    edited in a few places). Parts stay of one size: some servers (Cloudflare
+    R2) refuse parts of unequal sizes."""
+    smallest = part_size(size, MIN_PART)
+    if smallest >= part:
+        return part
+
+    def sent(candidate: int) -> int:
+        return sum(length for _, offset, length in part_ranges(size, candidate)
+                   if not (offset + length <= original.size
+                           and source.unchanged(offset, length)))
+
+    return smallest if sent(part) - sent(smallest) >= part else part
+
+
 def part_ranges(total: int, part: int) -> list[tuple[int, int, int]]:
     """(part number, offset, length) of every part, numbered from 1."""
     return [(index + 1, offset, min(part, total - offset))
@@ -233,6 +250,8 @@ class Transfer:
             return self._send_part(key, upload_id, source, number, offset, length)
 
         part = part_size(size, settings.multipart_size)
+        if copy_from is not None and self._copy_supported:
+            part = _least_sending_part(size, part, source, copy_from)
         log.debug("multipart upload of %s (%d bytes, parts of %d)", key, size, part)
         return self._multipart(key, metadata, content_type, size, part, send,
                                on_multipart=on_multipart)

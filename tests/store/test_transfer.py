@@ -162,6 +162,29 @@ def test_mixupload_sends_only_the_changed_part(s3, bucket: str, store: Store,
     assert response["Metadata"] == {"new": "1"}
 
 
+@pytest.mark.parametrize(("changes", "sent", "copied"), [
+    # In two 10 MiB parts, but in only 10 MiB of 5 MiB parts: 5 MiB parts send less.
+    ((1 * MiB, 21 * MiB), 2, 6),
+    # Both in the first 10 MiB part: 5 MiB parts would send as much, in more requests.
+    ((1 * MiB, 6 * MiB), 1, 3),
+])
+def test_a_file_edited_in_few_places_is_sent_in_the_parts_that_send_least(
+        s3, bucket: str, store: Store, make_transfer: TransferFactory,
+        changes: tuple[int, ...], sent: int, copied: int) -> None:
+    old = payload(40 * MiB)
+    original = put_original(s3, bucket, "big", old)
+    new = bytearray(old)
+    for offset in changes:
+        new[offset:offset + 4096] = b"x" * 4096
+    source = MemorySource(bytes(new), changed=tuple((o, o + 4096) for o in changes))
+    settings = TransferSettings(multipart_threshold=5 * MiB, multipart_size=10 * MiB)
+    make_transfer(store, settings).upload("big", source, metadata={}, content_type="text/plain",
+                                          original=original)
+    counts = store.request_counts()
+    assert (counts["upload_part"], counts["upload_part_copy"]) == (sent, copied), counts
+    assert body_of(s3, bucket, "big") == bytes(new)
+
+
 def test_mixupload_of_a_grown_file_copies_only_whole_old_parts(
         s3, bucket: str, store: Store, make_transfer: TransferFactory) -> None:
     old = payload(18 * MiB)
