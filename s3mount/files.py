@@ -298,6 +298,17 @@ class OpenFile:
     def punched(self) -> bool:
         return bool(self._punched)
 
+    @property
+    def punched_size(self) -> int:
+        """Bytes of the content that are only in the streaming upload's parts."""
+        return len(self._punched) * BLOCK
+
+    def _only_in_upload(self, start: int, end: int) -> FsError:
+        # Callers finish the streaming upload first (fs.py): reading or writing
+        # into a punched block would lose bytes or give zeros.
+        return FsError(errno.EIO, f"bytes {start}-{end} of {self.key} are only in an "
+                       "unfinished multipart upload")
+
     def punched_in(self, start: int, end: int) -> bool:
         """Some block of [start, end) is only in the streaming upload's parts."""
         if not self._punched:
@@ -326,10 +337,7 @@ class OpenFile:
         with self._blocks_lock:
             missing = [block for block in self._blocks(start, end) if block not in self._loaded]
             if any(block in self._punched for block in missing):
-                # Callers finish the streaming upload first (fs.py); reading the
-                # hole would give zeros.
-                raise FsError(errno.EIO, f"bytes {start}-{end} of {self.key} are only in an "
-                              "unfinished multipart upload")
+                raise self._only_in_upload(start, end)
             for block in missing:
                 if not self._needs_original(block):
                     # Past the original: bytes never written read as zeros.
@@ -398,9 +406,7 @@ class OpenFile:
     def write(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
         if self.punched_in(offset, end):
-            # As in _load: the streaming upload is finished first (fs.py).
-            raise FsError(errno.EIO, f"bytes {offset}-{end} of {self.key} are only in an "
-                          "unfinished multipart upload")
+            raise self._only_in_upload(offset, end)
         blocks = self._blocks(offset, end)
         # Blocks only partly overwritten that still lack original bytes.
         edges = sorted({offset // BLOCK, (end - 1) // BLOCK}) if end > offset else []

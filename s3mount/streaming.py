@@ -103,8 +103,7 @@ class Stream:
         self._generation: dict[int, int] = {}
         self._sent: dict[int, tuple[int, str]] = {}  # number → (generation read, ETag)
         self._running: dict[int, Future[None]] = {}  # queued or sending
-        self._punched: set[int] = set()  # parts no longer in the cache file
-        self._punch_from = 1  # parts below were punched
+        self._punch_from = 1  # parts below were punched out of the cache file
 
     @property
     def prefix(self) -> int:
@@ -215,23 +214,20 @@ class Streamer:
                 or stream._prefix() - (stream._handed - len(stream._running)) * part <= limit)
             if stream.state is not State.OPEN or file.journaled:
                 return
-            held = file.size - len(stream._punched) * part
+            held = file.size - file.punched_size
             number, chosen = stream._punch_from, []
             while held > limit and number <= stream._handed:
-                if (number not in stream._punched and number not in stream._running
-                        and stream._good(number)):
+                if (number not in stream._running and stream._good(number)
+                        and not file.punched_in((number - 1) * part, number * part)):
                     chosen.append(number)
                     held -= part
                 number += 1
-        punched = [n for n in chosen if file.punch((n - 1) * part, n * part)]
-        if len(punched) < len(chosen):
-            log.warning("cannot free the cache space of %s's uploaded parts (the cache "
-                        "directory's filesystem cannot punch holes): it keeps them all",
-                        file.key)
+        if not all(file.punch((n - 1) * part, n * part) for n in chosen):
+            log.warning("the cache directory's filesystem cannot punch holes: streamed files "
+                        "stay whole on local disk (max_dirty_data does not apply)")
             self._dirty_limit = None
         with stream._lock:
-            stream._punched.update(punched)
-            while stream._punch_from in stream._punched:
+            while file.punched_in((stream._punch_from - 1) * part, stream._punch_from * part):
                 stream._punch_from += 1
 
     def must_finish(self, file: OpenFile, start: int, end: int, *,
@@ -240,7 +236,7 @@ class Streamer:
         end), or before a truncation to ``start``: it would touch punched parts,
         or abandon the upload that holds them."""
         stream = file.stream
-        if stream is None or not stream._punched:
+        if stream is None or not file.punched:
             return False
         if truncate:
             with stream._lock:
@@ -420,7 +416,7 @@ class Streamer:
         # Below the threshold (truncated since) the file is one PUT; a multipart
         # upload could not even be completed without parts (size 0). A stream with
         # punched parts is never in these states (see must_finish).
-        if not stream._punched and (
+        if not file.punched and (
                 not usable or file.key != stream.key or size < stream._handed * stream.part
                 or size < self._threshold or size > MAX_PARTS * stream.part
                 or (changed and not self._transfer.copy_supported)):
@@ -454,7 +450,7 @@ class Streamer:
                 parts = [(number, stream._sent[number][1]) for number, _, _ in ranges]
             etag = self._store.complete_multipart(stream.key, upload_id, parts, size=size)
         except BaseException:
-            if stream._punched:
+            if file.punched:
                 # Parts that left the cache file are only in this upload.
                 with stream._lock:
                     stream._finishing = False
