@@ -123,6 +123,12 @@ def part_size(total: int, wanted: int) -> int:
     return size
 
 
+def _copyable(source: DataSource, original: Original, offset: int, length: int) -> bool:
+    """The part [offset, offset+length) is unchanged within ``original``: it can be
+    copied server-side instead of sent."""
+    return offset + length <= original.size and source.unchanged(offset, length)
+
+
 def _least_sending_part(size: int, part: int, source: DataSource, original: Original) -> int:
     """The part size for an upload that copies its unchanged parts: ``part``, or the
     smallest allowed when that sends at least one ``part`` less (a big file
@@ -134,8 +140,7 @@ def _least_sending_part(size: int, part: int, source: DataSource, original: Orig
 
     def sent(candidate: int) -> int:
         return sum(length for _, offset, length in part_ranges(size, candidate)
-                   if not (offset + length <= original.size
-                           and source.unchanged(offset, length)))
+                   if not _copyable(source, original, offset, length))
 
     return smallest if sent(part) - sent(smallest) >= part else part
 
@@ -238,7 +243,7 @@ class Transfer:
 
         def send(upload_id: str, number: int, offset: int, length: int) -> str:
             if (copy_from is not None and self._copy_supported
-                    and offset + length <= copy_from.size and source.unchanged(offset, length)):
+                    and _copyable(source, copy_from, offset, length)):
                 try:
                     return self._store.upload_part_copy(
                         key, upload_id, number, copy_from.key, offset, offset + length - 1,
