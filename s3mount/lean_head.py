@@ -9,10 +9,18 @@ HTTP exchange and the signature alone cost about half of that.
 LeanHead asks botocore once, at start, how it sends a HEAD in this bucket
 (URL, User-Agent, signing context) by stopping a probe request just before
 it is signed, so the probe needs neither credentials nor the network. Each
-HEAD then builds that request for its key, signs it with the client's own
-signer (so credentials are refreshed, anonymous access stays unsigned, and
-every before-sign handler runs), and sends it on the client's own connection
-pool (same TLS settings, proxies and time-outs).
+HEAD then builds that request for its key, signs it, and sends it on the
+client's own connection pool (same TLS settings, proxies and time-outs).
+
+A HEAD has no body and no query, so its SigV4 signature is a few string
+operations and two HMACs: when the client signs plain SigV4 for service
+"s3", LeanHead signs itself (_SigV4), with the client's credentials (so they
+are refreshed) and a signing key derived once a day, at about a twentieth
+of the CPU of botocore's signer. Any other signing (anonymous access, S3
+Express, a changed signing context) goes through the client's own signer,
+with every before-sign handler. Handlers that add signed headers are
+therefore not seen by _SigV4: the caller passes such headers
+(``signed_headers``, e.g. x-amz-request-payer) to both.
 
 The caller handles the answers whose meaning does not depend on the path
 (200, 404, 403, 429 and 5xx: a HEAD answer has no body, so its error code is
@@ -23,10 +31,15 @@ botocore's full call path, which knows what each means.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-from botocore.awsrequest import AWSRequest
+from botocore.auth import _host_from_url
+from botocore.awsrequest import AWSPreparedRequest, AWSRequest
 from botocore.utils import percent_encode
 
 _PROBE_KEY = "s3mount-probe"
@@ -39,10 +52,67 @@ class _Probed(Exception):
         self.request = request
 
 
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# What a signing context may hold for _SigV4 to sign as botocore's S3SigV4Auth does.
+_PLAIN_SIGNING = {"region", "signing_name", "disableDoubleEncoding"}
+
+
+class _SigV4:
+    """AWS Signature Version 4 of a HEAD request without query or body, as
+    botocore's S3SigV4Auth computes it (tests/unit/test_lean_head_sigv4.py
+    compares the two)."""
+
+    def __init__(self, credentials: Any, region: str, url_prefix: str,
+                 signed_headers: Mapping[str, str]) -> None:
+        self._credentials = credentials
+        self._region = region
+        self._host = _host_from_url(url_prefix)
+        self._extra = {name.lower(): " ".join(value.split())
+                       for name, value in signed_headers.items()}
+        self._day_key: tuple[str, str, bytes] = ("", "", b"")  # (secret, date, key)
+
+    def _signing_key(self, secret: str, date: str) -> bytes:
+        cached_secret, cached_date, key = self._day_key
+        if cached_secret == secret and cached_date == date:
+            return key
+        key = ("AWS4" + secret).encode()
+        for part in (date, self._region, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        self._day_key = (secret, date, key)
+        return key
+
+    def headers(self, path: str, timestamp: str | None = None) -> dict[str, str]:
+        """The headers that sign a HEAD of ``path`` (percent-encoded, as in the
+        URL) at ``timestamp`` (YYYYMMDDTHHMMSSZ, default now)."""
+        frozen = self._credentials.get_frozen_credentials()
+        if timestamp is None:
+            timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        date = timestamp[:8]
+        signed = {"host": self._host, "x-amz-content-sha256": _EMPTY_SHA256,
+                  "x-amz-date": timestamp, **self._extra}
+        if frozen.token:
+            signed["x-amz-security-token"] = frozen.token
+        names = sorted(signed)
+        signed_names = ";".join(names)
+        canonical = "\n".join(("HEAD", path, "",
+                               *(f"{name}:{signed[name]}" for name in names), "",
+                               signed_names, _EMPTY_SHA256))
+        scope = f"{date}/{self._region}/s3/aws4_request"
+        string_to_sign = "\n".join(("AWS4-HMAC-SHA256", timestamp, scope,
+                                    hashlib.sha256(canonical.encode()).hexdigest()))
+        signature = hmac.new(self._signing_key(frozen.secret_key, date),
+                             string_to_sign.encode(), hashlib.sha256).hexdigest()
+        del signed["host"]  # urllib3 sends it, from the URL
+        signed["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={frozen.access_key}/{scope}, "
+                                   f"SignedHeaders={signed_names}, Signature={signature}")
+        return signed
+
+
 class LeanHead:
     """Sends HeadObject requests for keys of one bucket as ``client`` would."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str,
+                 signed_headers: Mapping[str, str] | None = None) -> None:
         self._signer = client._request_signer
         self._http = client._endpoint.http_session
 
@@ -68,16 +138,33 @@ class LeanHead:
         self._headers = {"User-Agent": user_agent} if user_agent else {}
         self._context = {name: probe.context[name] for name in ("signing", "auth_type")
                          if name in probe.context}
+        self._signed_headers = dict(signed_headers or {})
+        self._headers.update(self._signed_headers)
+        self._path_prefix = urlsplit(self._url_prefix).path
+        self._sigv4: _SigV4 | None = None
+        signing = self._context.get("signing", {})
+        credentials = getattr(self._signer, "_credentials", None)
+        if (self._signer.signature_version == "s3v4" and credentials is not None
+                and self._context.get("auth_type") in ("s3v4", "v4")
+                and set(signing) <= _PLAIN_SIGNING and signing.get("signing_name") == "s3"
+                and signing.get("region")):
+            self._sigv4 = _SigV4(credentials, signing["region"], self._url_prefix,
+                                 self._signed_headers)
 
     def __call__(self, key: str) -> tuple[int, Mapping[str, str]]:
         """(HTTP status, headers) of a HEAD of ``key``. A failure to get an answer
         raises botocore's exceptions, as a call through the client would."""
-        request = AWSRequest(method="HEAD",
-                             url=self._url_prefix + percent_encode(key, safe="/~"),
-                             headers=dict(self._headers))
-        request.context.update(self._context)
-        self._signer.sign("HeadObject", request)
-        response = self._http.send(request.prepare())
+        quoted = percent_encode(key, safe="/~")
+        url = self._url_prefix + quoted
+        if self._sigv4 is not None:
+            headers = {**self._headers, **self._sigv4.headers(self._path_prefix + quoted)}
+            prepared = AWSPreparedRequest("HEAD", url, headers, None, False)
+        else:
+            request = AWSRequest(method="HEAD", url=url, headers=dict(self._headers))
+            request.context.update(self._context)
+            self._signer.sign("HeadObject", request)
+            prepared = request.prepare()
+        response = self._http.send(prepared)
         return response.status_code, response.headers
 
 

@@ -448,7 +448,9 @@ class Store:
         self._lean_head: LeanHead | None = None
         if self._sse is None:
             try:
-                self._lean_head = LeanHead(self._client, self.bucket)
+                self._lean_head = LeanHead(
+                    self._client, self.bucket,
+                    {"x-amz-request-payer": "requester"} if settings.requester_pays else None)
             except Exception as exc:  # botocore's internals differ: its own path serves
                 log.debug("HEAD requests go through botocore's call path: %s", exc)
 

@@ -193,13 +193,24 @@ def make_store(s3_server: MotoServer, bucket: str) -> StoreFactory:
 
 def record_headers(store: Store) -> list[tuple[str, dict[str, str]]]:
     """(operation, request headers) of every request the store's real client signs,
-    including the HEADs of the lean path, which botocore's signer signs too."""
+    and of the HEADs of the lean path, which signs its own (lean_head._SigV4)."""
     sent: list[tuple[str, dict[str, str]]] = []
 
     def before_sign(request: Any, operation_name: str, **_: Any) -> None:
         sent.append((operation_name, {k.lower(): v for k, v in request.headers.items()}))
 
     store._client.meta.events.register("before-sign.s3", before_sign)
+    lean = store._lean_head
+    if lean is not None:
+        http = lean._http
+
+        class RecordingSession:
+            def send(self, request: Any) -> Any:
+                if lean._sigv4 is not None:  # else botocore's signer recorded it
+                    sent.append(("HeadObject", {k.lower(): v for k, v in request.headers.items()}))
+                return http.send(request)
+
+        lean._http = RecordingSession()
     return sent
 
 
