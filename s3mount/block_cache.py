@@ -56,6 +56,24 @@ _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
+# One pwrite of several MiB costs the kernel 3 to 4 times the CPU of the same
+# bytes written 1 MiB at a time (measured on ext4, Linux 6.18, after
+# drop_caches: 8 MiB writes 0.4-0.6 s of system time per 256 MiB, 1 MiB ones
+# 0.14 s).
+_WRITE_SLICE = 1024 * 1024
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset``, in slices of at most 1 MiB. A short
+    write (the disk filling) is continued, so the rest fails with ENOSPC
+    instead of being dropped."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view[:_WRITE_SLICE], offset)
+        view = view[written:]
+        offset += written
+
+
 def punch_hole(fd: int, offset: int, length: int) -> bool:
     """Free [offset, offset+length) of the file on disk (it reads as zeros then);
     False if the filesystem cannot."""
@@ -200,10 +218,8 @@ class BlockCache:
                 return end
         try:
             offset = first * self.block
-            view = memoryview(data)[offset - start:min(last * self.block, entry.size) - start]
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
+            pwrite_all(fd, memoryview(data)[offset - start:min(last * self.block, entry.size)
+                                            - start], offset)
         except OSError as exc:
             log.warning("cannot write the read cache (%s)", exc.strerror)
             return end

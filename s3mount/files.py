@@ -32,7 +32,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .block_cache import BlockCache, punch_hole
+from .block_cache import BlockCache, punch_hole, pwrite_all
 from .cache_space import CacheSpace
 from .errors import FsError
 from .journal import Journal, Record, block_ranges, block_set, data_blocks
@@ -52,16 +52,6 @@ MAX_FETCH = 16 * BLOCK
 def _disk_error(exc: OSError, what: str) -> FsError:
     """The cache file's own errno (ENOSPC, EDQUOT, ...), not a generic EIO."""
     return FsError(exc.errno or errno.EIO, f"cache file {what}: {exc.strerror}")
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    # pwrite may write less than asked when the disk fills; the rest then fails
-    # with ENOSPC instead of being dropped.
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def _written_blocks(record: Record, fd: int) -> set[int]:
@@ -371,7 +361,7 @@ class OpenFile:
         self.space.reserve(sum(b - a for a, b in pieces))
         try:
             for a, b in pieces:
-                _pwrite_all(self._fd, data[a - first:b - first], a)
+                pwrite_all(self._fd, data[a - first:b - first], a)
         except OSError as exc:
             raise _disk_error(exc, "write") from None
         finally:
@@ -436,7 +426,7 @@ class OpenFile:
                                    min(end, (block + 1) * BLOCK))
                 self._partial[block] = ranges
         try:
-            _pwrite_all(self._fd, data, offset)
+            pwrite_all(self._fd, data, offset)
         except OSError as exc:
             # Blocks that held content may hold part of the new bytes now.
             with self._blocks_lock:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from s3mount.block_cache import BlockCache
+from s3mount.block_cache import BlockCache, pwrite_all
 from s3mount.cache_space import CacheSpace
 from s3mount.stats import Stats
 
@@ -119,3 +119,15 @@ def test_an_object_without_etag_is_not_cached(tmp_path: Path) -> None:
     assert cache.get("k", "", 0, BLOCK) is None
     assert cache.used == 0
     cache.close()
+
+
+def test_pwrite_all_writes_everything_in_slices(tmp_path: Path) -> None:
+    """More than one slice (1 MiB), not aligned: every byte lands at its offset."""
+    data = os.urandom(2 * 1024 * 1024 + 12345)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        pwrite_all(fd, data, 7)
+        pwrite_all(fd, memoryview(data)[:3], 0)
+        assert os.pread(fd, len(data) + 100, 0) == data[:3] + bytes(4) + data
+    finally:
+        os.close(fd)
