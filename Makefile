@@ -87,8 +87,12 @@ $(VENV_STAMP): pyproject.toml | system-deps $(VENV_PY)
 demo: venv ## Mount a demo bucket on a local S3 server, look around, unmount
 	VENV=$(VENV) bash scripts/demo.sh
 
+# Two pytest workers (pytest-xdist): each has its own moto servers and mounts.
+# TEST_WORKERS=0 runs the tests in one process.
+TEST_WORKERS ?= 2
+
 test: venv ## Run the test suite except the long tests (PYTEST_ARGS="-k foo" passes on)
-	$(VENV_PY) -m pytest -m "not long" $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest -m "not long" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # pytest exits 5 when no test was collected: not a failure while there are none.
 test-long: venv ## Run the long soak and fault tests
