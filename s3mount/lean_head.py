@@ -138,8 +138,9 @@ class LeanHead:
         self._headers = {"User-Agent": user_agent} if user_agent else {}
         self._context = {name: probe.context[name] for name in ("signing", "auth_type")
                          if name in probe.context}
-        self._signed_headers = dict(signed_headers or {})
-        self._headers.update(self._signed_headers)
+        # Lower-case names, as _SigV4 sends them: a header must not go out twice.
+        signed_headers = {name.lower(): value for name, value in (signed_headers or {}).items()}
+        self._headers.update(signed_headers)
         self._path_prefix = urlsplit(self._url_prefix).path
         self._sigv4: _SigV4 | None = None
         signing = self._context.get("signing", {})
@@ -149,7 +150,7 @@ class LeanHead:
                 and set(signing) <= _PLAIN_SIGNING and signing.get("signing_name") == "s3"
                 and signing.get("region")):
             self._sigv4 = _SigV4(credentials, signing["region"], self._url_prefix,
-                                 self._signed_headers)
+                                 signed_headers)
 
     def __call__(self, key: str) -> tuple[int, Mapping[str, str]]:
         """(HTTP status, headers) of a HEAD of ``key``. A failure to get an answer
