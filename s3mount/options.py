@@ -445,15 +445,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("nomixupload", None, False, UPLOAD, _P, note=_WRITES),
     Option("streamupload", None, False, UPLOAD,
            help="Upload a big file written from its start while it is written: parts go "
-                "up in the background once multipart_threshold bytes are written, and "
-                "close() sends only the tail, completes, and sets the final attributes "
-                "with one server-side copy. Pays where uploading is slower than writing."),
+                "up in the background once multipart_threshold bytes are written (without "
+                "it: once half of max_dirty_data is), and close() sends only the tail, "
+                "completes, and sets the final attributes with one server-side copy. Pays "
+                "where uploading is slower than writing."),
     Option("max_dirty_data", _dirty_window, 5120, UPLOAD, metavar="MB",
-           help="With streamupload: the most of a file being streamed that stays on local "
-                "disk. A writer more than this ahead of the upload waits for its parts; "
-                "parts uploaded already leave the cache (reading or rewriting them first "
-                "completes the upload, as fsync would). At least 50; -1: no limit. Never more "
-                "than half of max_cache_size."),
+           help="The most of a file being streamed that stays on local disk; a file written "
+                "from its start streams once half of this is written, even without "
+                "streamupload. A writer more than this ahead of the upload waits for its "
+                "parts; parts uploaded already leave the cache (reading or rewriting them "
+                "first completes the upload, as fsync would). At least 50; -1: no limit (and "
+                "no streaming without streamupload). Never more than half of max_cache_size."),
     Option("nocopyapi", None, False, UPLOAD,
            help="Never copy server-side: metadata changes and renames download and "
                 "re-upload (for servers without CopyObject; also detected automatically)."),

@@ -1,9 +1,9 @@
-"""Streaming multipart uploads (-o streamupload): the parts of a big file go up
-while it is written.
+"""Streaming multipart uploads: the parts of a big file go up while it is written.
 
 A file written from offset 0 with nothing of an older object to keep (a new
 file, or one truncated to zero) is uploaded as it grows: once the contiguous
-written prefix reaches ``multipart_threshold``, a multipart upload is started
+written prefix reaches ``multipart_threshold`` (-o streamupload) or else half
+the dirty window, a multipart upload is started
 in the background, and every part of ``multipart_size`` bytes that the prefix
 covers is sent on Transfer's pool, read from the file's cache file (through a
 descriptor of the stream's own, so a part may outlive the OpenFile). The
@@ -155,14 +155,19 @@ class Streamer:
         self._store = store
         self._transfer = transfer
         settings = transfer.settings
-        self._enabled = (settings.streamupload and not settings.nomultipart
-                         and not settings.nocopyapi)
+        self._dirty_limit = settings.max_dirty_data
         self._threshold = settings.multipart_threshold
+        if not settings.streamupload and self._dirty_limit is not None:
+            # Without streamupload a file streams only once it holds half the dirty
+            # window, so no file needs more local disk than the window (s3fs too
+            # uploads at max_dirty_data), while smaller ones avoid the self-copy.
+            self._threshold = max(self._threshold, self._dirty_limit // 2)
+        self._enabled = ((settings.streamupload or self._dirty_limit is not None)
+                         and not settings.nomultipart and not settings.nocopyapi)
         self._part = max(settings.multipart_size, MIN_PART)
         # Parts of one stream queued or running at a time, as for any upload (see
         # Transfer._run_parts): a fast writer does not fill the shared pool's queue.
         self._parallel = settings.max_thread_count
-        self._dirty_limit = settings.max_dirty_data
 
     def _eligible(self, file: OpenFile) -> bool:
         return (self._enabled and self._transfer.copy_supported and not file.unlinked

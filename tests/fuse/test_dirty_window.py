@@ -1,12 +1,13 @@
-"""The dirty window of streaming uploads (-o streamupload,max_dirty_data=MB).
+"""The dirty window of streaming uploads (-o max_dirty_data=MB).
 
 A file streamed to the bucket keeps at most the window on local disk: the
 parts already uploaded are punched out of its cache file. Reading, rewriting,
 truncating or renaming the file where those parts were first completes the
 upload, as fsync would, and works on the object it made; an unlink with no
 reader left drops the upload; a completion that fails keeps the upload for the
-next try. Parts are 5 MiB and the window 50 MiB (its minimum), so the files of
-these tests are 80-120 MiB.
+next try. Without streamupload a file written from its start streams once it
+holds half the window. Parts are 5 MiB and the window 50 MiB (its minimum), so
+the files of these tests are 80-120 MiB.
 """
 
 from __future__ import annotations
@@ -93,6 +94,44 @@ def test_without_a_window_the_whole_file_stays_until_close(s3, bucket, mount, ca
     peak = stream_file(m.path / "big", data, cache)
     assert peak >= len(data)
     assert body(s3, bucket, "big") == data
+
+
+# Without streamupload: a file streams once its written prefix reaches half the
+# window (25 MiB here), so the window holds by default.
+DEFAULT_OPTIONS = ("multipart_threshold=5", "multipart_size=5", "max_dirty_data=50")
+
+
+def test_without_streamupload_a_file_past_half_the_window_streams(s3, bucket, mount, proxy,
+                                                                   cache):
+    m = mount(bucket, *DEFAULT_OPTIONS, f"tmpdir={cache}", url=proxy.url)
+    data = payload(120 * MiB, seed=23)
+    started: list[int] = []
+    peak = stream_file(m.path / "big", data, cache,
+                       then=lambda fd: started.append(proxy.counts()["UploadPart"]))
+    assert peak <= WINDOW + PART, peak
+    # Parts went up while the file was written: at close only the tail is left.
+    assert started[0] >= 14, started
+    assert body(s3, bucket, "big") == data
+    counts = proxy.counts()
+    assert counts["UploadPart"] == 24 and counts["CreateMultipartUpload"] == 1, counts
+    # The upload began with the metadata of its start: one self-copy sets the final ones.
+    assert counts["CopyObject"] == 1, counts
+    assert uploads(s3, bucket) == []
+
+
+def test_without_streamupload_a_file_below_half_the_window_goes_up_at_close(
+        s3, bucket, mount, proxy, cache):
+    m = mount(bucket, *DEFAULT_OPTIONS, f"tmpdir={cache}", url=proxy.url)
+    data = payload(24 * MiB, seed=24)
+    before_close: list[dict[str, int]] = []
+    peak = stream_file(m.path / "f", data, cache,
+                       then=lambda fd: before_close.append(proxy.counts()))
+    assert peak >= len(data)
+    assert before_close[0]["CreateMultipartUpload"] == 0, before_close
+    assert body(s3, bucket, "f") == data
+    counts = proxy.counts()
+    # One multipart upload with the final metadata: no self-copy.
+    assert counts["CreateMultipartUpload"] == 1 and counts["CopyObject"] == 0, counts
 
 
 def test_reading_a_punched_part_completes_the_upload_first(s3, bucket, mount, cache):

@@ -5,7 +5,8 @@ close() sends the rest, completes the upload and sets the final metadata. A
 rewrite of a part sent already, a streamed part that failed, a truncation,
 an unlink and a rename each leave the right object and no upload in progress.
 Parts are 5 MiB (multipart_threshold=5,multipart_size=5) so that files stay small.
-Streaming is opt-in (-o streamupload); without it the upload starts at close.
+Streaming from multipart_threshold is opt-in (-o streamupload); without it a file
+below half of max_dirty_data goes up at close (the rest: test_dirty_window.py).
 """
 
 from __future__ import annotations
