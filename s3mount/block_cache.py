@@ -1,7 +1,8 @@
 """The disk cache of data read from objects, block by block.
 
 Each object has at most one cached version: a sparse data file holding the
-blocks read so far (BLOCK bytes each, the last one shorter) and an index (JSON:
+blocks read so far (BLOCK bytes each, the last one shorter; a file written
+through the mount brings its cache file, ``adopt``) and an index (JSON:
 key, ETag, size, the blocks present), both named by a hash of the key, in the
 ``blocks`` directory below the cache directory. A version is used only by a
 reader that opened the object with the same ETag and size (the attributes
@@ -249,6 +250,32 @@ class BlockCache:
             if block_start >= block_end or block_end > end or last in entry.blocks:
                 return first, last
             last += 1
+
+    def adopt(self, key: str, etag: str, size: int, path: str, blocks: set[int]) -> bool:
+        """Take the data file at ``path`` (object offsets, as a data file here) as
+        the cached version (key, etag, size), with ``blocks`` whole in it: a file
+        just uploaded is then read back without a request. False when it cannot
+        be moved here; it then stays where it is."""
+        if not etag or not blocks:
+            return False
+        with self._lock:
+            name = self._name(key)
+            entry = self._entries.get(name)
+            if entry is not None:
+                self._remove(entry)
+            try:
+                os.rename(path, self._data_path(name))
+            except OSError as exc:
+                log.debug("the data of %s stays out of the read cache (%s)", key, exc.strerror)
+                return False
+            entry = self._entries[name] = _Entry(name, key, etag, size, set(blocks))
+            entry.unsaved = True
+            for b in sorted(blocks):
+                self._lru[(name, b)] = None
+            self._account(entry)
+            self._make_room(0)
+        self._stats.count("disk_cache_stored", len(blocks))
+        return True
 
     def save(self, key: str) -> None:
         """Write the index of ``key``'s entry if blocks were added (a reader closed)."""

@@ -180,10 +180,21 @@ class OpenFile:
         self.closed = True
         os.close(self._fd)
         self.space.release(id(self))
+        if not keep_data and not self.dirty and not self.unlinked:
+            self._hand_to_read_cache()
         if not keep_data:
             self.journal.remove(self.name)
             self.journal.remove_upload(self.name)
             self.journal.remove_data(self.name)
+
+    def _hand_to_read_cache(self) -> None:
+        """The bucket holds this content: its whole blocks join the read cache."""
+        if self.read_cache is None or self.original is None:
+            return
+        with self._blocks_lock:
+            blocks = {b for b in self._loaded if b * BLOCK < self.size}
+        self.read_cache.adopt(self.key, self.original.etag, self.original.size,
+                              self.journal.data_path(self.name), blocks)
 
     def duplicate_fd(self) -> int:
         """A descriptor of the cache file for a streaming upload's parts, which

@@ -793,7 +793,8 @@ class Filesystem:
         ino = self.inodes.number(path, counted=True)
         file = OpenFile(self.store, self.journal, self.space, ino=ino, key=self._key(path),
                         attr=attr, original=None, xattrs={}, keep={},
-                        content_type=self.mime.content_type(path))
+                        content_type=self.mime.content_type(path),
+                        read_cache=self.read_cache)
         file.handles = 1
         with self._files_lock:
             self._files[ino] = file

@@ -174,19 +174,22 @@ class Journal:
     def new_data_file(self) -> tuple[str, int]:
         """(name, descriptor) of a new, empty data file."""
         name = str(next(self._names))
-        fd = os.open(self._path(name, ".data"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(self.data_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         return name, fd
 
     def adopt(self, source_data: str) -> tuple[str, int]:
         """Move a data file of a dead session into this one."""
         name = str(next(self._names))
-        target = self._path(name, ".data")
+        target = self.data_path(name)
         os.rename(source_data, target)
         return name, os.open(target, os.O_RDWR)
 
     def remove_data(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(name, ".data"))
+            os.unlink(self.data_path(name))
+
+    def data_path(self, name: str) -> str:
+        return self._path(name, ".data")
 
     def has_record(self, name: str) -> bool:
         return os.path.exists(self._path(name, ".json"))

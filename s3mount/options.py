@@ -379,9 +379,9 @@ OPTIONS: tuple[Option, ...] = (
            help="Directory for the data of open files and the journal of changes not yet "
                 "uploaded, kept across mounts: a mount after a crash uploads what the "
                 "killed one left (default: a private directory in tmpdir, removed at exit, "
-                "so nothing survives a crash). Data read from objects is kept there too, "
-                "in 1 MiB blocks, and reused by later mounts while the object's ETag and "
-                "size are unchanged."),
+                "so nothing survives a crash). Data read from objects, and data of files "
+                "written once they are uploaded, is kept there too, in 1 MiB blocks, and "
+                "reused by later mounts while the object's ETag and size are unchanged."),
     Option("check_cache_dir_exist", None, False, CACHE,
            help="Fail instead of creating the use_cache directory."),
     Option("del_cache", None, False, CACHE,

@@ -8,9 +8,12 @@ counted at the proxy in front of the server, contents checked against the bucket
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 from pathlib import Path
+
+from helpers import body
 
 MiB = 1024 * 1024
 STATS = "user.s3mount.stats"
@@ -150,3 +153,63 @@ def test_a_second_dd_of_a_big_file_makes_no_get(s3, bucket, mount, proxy, tmp_pa
         assert out.read_bytes() == data
     assert gets[0] > 0
     assert gets[1:] == [0, 0], gets
+
+
+def test_a_file_written_through_the_mount_is_read_after_a_remount_with_no_get(
+        s3, bucket, mount, proxy, tmp_path):
+    cache = tmp_path / "cache"
+    written = random.Random(20).randbytes(3 * MiB + 777)
+    first = mount(bucket, f"use_cache={cache}", url=proxy.url)
+    (first.path / "new.bin").write_bytes(written)
+    assert first.stop() == 0
+    assert disk_usage(blocks_dir(cache, bucket)) >= len(written)
+
+    before = proxy.counts()
+    second = mount(bucket, f"use_cache={cache}", url=proxy.url)
+    assert (second.path / "new.bin").read_bytes() == written
+    assert proxy.counts()["GetObject"] - before["GetObject"] == 0
+    assert read_stats(second.path)["disk_cache"]["hits"] == 4
+    assert body(s3, bucket, "new.bin") == written
+
+
+def test_an_edited_file_keeps_only_the_blocks_it_held_in_the_cache(s3, bucket, mount, proxy,
+                                                                  tmp_path):
+    cache = tmp_path / "cache"
+    # Three parts of 10 MiB: the last two are copied server-side at close, so their
+    # blocks never reach the mount.
+    data = bytearray(put_random(s3, bucket, "f", 30 * MiB, seed=21))
+    first = mount(bucket, f"use_cache={cache}", url=proxy.url)
+    with open(first.path / "f", "r+b") as f:
+        f.seek(MiB)
+        f.write(b"x" * MiB)
+    data[MiB:2 * MiB] = b"x" * MiB
+    assert first.stop() == 0
+    assert body(s3, bucket, "f") == bytes(data)
+
+    before = proxy.counts()
+    second = mount(bucket, f"use_cache={cache}", url=proxy.url)
+    fd = os.open(second.path / "f", os.O_RDONLY)
+    try:
+        assert os.pread(fd, MiB, MiB) == data[MiB:2 * MiB]
+        assert proxy.counts()["GetObject"] - before["GetObject"] == 0
+        # Blocks the first mount never held come from the new object.
+        assert os.pread(fd, MiB, 25 * MiB) == data[25 * MiB:26 * MiB]
+    finally:
+        os.close(fd)
+    assert proxy.counts()["GetObject"] - before["GetObject"] >= 1
+
+
+def test_a_file_just_written_is_read_back_from_the_cache_once_the_kernel_drops_it(
+        s3, bucket, mount, proxy):
+    m = mount(bucket, url=proxy.url)
+    written = random.Random(22).randbytes(2 * MiB + 5)
+    (m.path / "w.bin").write_bytes(written)
+    before = proxy.counts()
+    fd = os.open(m.path / "w.bin", os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(fd, len(written) + 1, 0) == written
+    finally:
+        os.close(fd)
+    assert proxy.counts()["GetObject"] - before["GetObject"] == 0
+    assert read_stats(m.path)["disk_cache"]["hits"] == 3

@@ -131,3 +131,35 @@ def test_pwrite_all_writes_everything_in_slices(tmp_path: Path) -> None:
         assert os.pread(fd, len(data) + 100, 0) == data[:3] + bytes(4) + data
     finally:
         os.close(fd)
+
+
+def test_an_adopted_data_file_replaces_the_cached_version_and_counts_as_used(
+        tmp_path: Path) -> None:
+    cache = make(tmp_path, max_bytes=64 * BLOCK)
+    old = os.urandom(2 * BLOCK)
+    cache.open_version("k", "e1", len(old))
+    cache.put("k", "e1", 0, old)
+    new = os.urandom(3 * BLOCK + 10)
+    uploaded = tmp_path / "uploaded.data"
+    uploaded.write_bytes(new)
+    # Block 1 is not whole in the file (say, never fetched): it is not listed.
+    assert cache.adopt("k", "e2", len(new), str(uploaded), {0, 2, 3})
+    assert not uploaded.exists()
+    assert cache.get("k", "e1", 0, BLOCK) is None
+    assert cache.get("k", "e2", 0, BLOCK) == new[:BLOCK]
+    assert cache.get("k", "e2", 2 * BLOCK, len(new)) == new[2 * BLOCK:]
+    assert cache.get("k", "e2", BLOCK, 2 * BLOCK) is None
+    assert cache.used == data_usage(cache) > 0
+    cache.close()
+    again = make(tmp_path)
+    again.open_version("k", "e2", len(new))
+    assert again.get("k", "e2", 2 * BLOCK, 3 * BLOCK) == new[2 * BLOCK:3 * BLOCK]
+    again.close()
+
+
+def test_a_data_file_that_cannot_be_moved_stays_out(tmp_path: Path) -> None:
+    cache = make(tmp_path)
+    assert not cache.adopt("k", "e1", BLOCK, str(tmp_path / "missing.data"), {0})
+    assert cache.get("k", "e1", 0, BLOCK) is None
+    assert cache.used == 0
+    cache.close()
