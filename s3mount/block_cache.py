@@ -273,7 +273,12 @@ class BlockCache:
             for b in sorted(blocks):
                 self._lru[(name, b)] = None
             self._account(entry)
-            self._make_room(0)
+            # Only the disk's floor is enforced here. The caller still counts these
+            # bytes as its own and releases them next, so max_cache_size holds; and
+            # evicting (index writes) under the caller's locks holds back writers.
+            floor_shortfall = self._floor_shortfall(0)
+            if floor_shortfall > 0:
+                self._evict(floor_shortfall)
         self._stats.count("disk_cache_stored", len(blocks))
         return True
 

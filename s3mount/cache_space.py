@@ -86,6 +86,10 @@ class CacheSpace:
             with self._changed:
                 if self._fits(extra):
                     return
+                # Sampled before evicting: an upload that ends during the evictions
+                # may have moved its file's bytes into the read cache after that
+                # was evicted, so only a pass that began with none running is final.
+                uploads_were_running = self._uploads_running()
             # Outside the condition's lock: evicting takes file locks, and a file
             # that is closed takes this lock with those held. Blocks of the read
             # cache go first: open files' clean data is more likely read again.
@@ -97,9 +101,11 @@ class CacheSpace:
             with self._changed:
                 if self._fits(extra):
                     return
-                if not self._uploads_running():
+                if not uploads_were_running:
                     raise FsError(errno.ENOSPC, "the cache directory is full "
                                   "(max_cache_size / ensure_diskfree)")
+                if not self._uploads_running():
+                    continue  # one ended during this pass: evict again at once
                 if not waited:
                     log.debug("a write waits for uploads to free cache space")
                     waited = True

@@ -179,9 +179,10 @@ class OpenFile:
             return
         self.closed = True
         os.close(self._fd)
-        self.space.release(id(self))
+        # Adopted before the file's space is released, so the total never grows.
         if not keep_data and not self.dirty and not self.unlinked:
             self._hand_to_read_cache()
+        self.space.release(id(self))
         if not keep_data:
             self.journal.remove(self.name)
             self.journal.remove_upload(self.name)

@@ -91,6 +91,35 @@ def test_a_waiting_writer_gets_enospc_when_the_uploads_end_without_freeing(tmp_p
     assert outcome == [errno.ENOSPC]
 
 
+def test_an_upload_that_ends_during_the_evictions_is_not_enospc(tmp_path):
+    # The upload of file 1 ends while the writer evicts open files: its bytes move
+    # into the read cache (owner -1), which the writer had found empty a moment
+    # before, and no upload runs any more. The writer must evict again, not fail.
+    uploads = {"running": True}
+    read_cache_evictions = []
+
+    def evict_read_cache(wanted: int) -> int:
+        read_cache_evictions.append(wanted)
+        if uploads["running"]:
+            return 0  # empty yet
+        space.update(-1, 0)
+        return 2 * MiB
+
+    def evict_open_files() -> None:
+        if uploads["running"]:
+            space.update(-1, 2 * MiB)  # the uploaded file joins the read cache
+            space.release(1)
+            uploads["running"] = False
+
+    space = CacheSpace(str(tmp_path), max_bytes=3 * MiB,
+                       uploads_running=lambda: uploads["running"],
+                       evict=evict_open_files, evict_read_cache=evict_read_cache)
+    space.update(1, 2 * MiB)
+    space.reserve(2 * MiB)
+    assert len(read_cache_evictions) == 2
+    assert space.used == 0
+
+
 def test_ensure_diskfree_counts_the_disk(tmp_path):
     space = CacheSpace(str(tmp_path), min_free=2**62)  # more than any disk has
     with pytest.raises(FsError) as caught:
