@@ -163,3 +163,40 @@ def test_a_data_file_that_cannot_be_moved_stays_out(tmp_path: Path) -> None:
     assert cache.get("k", "e1", 0, BLOCK) is None
     assert cache.used == 0
     cache.close()
+
+
+def test_unmount_flushes_the_data_of_many_entries_once(tmp_path: Path, monkeypatch) -> None:
+    cache = make(tmp_path)
+    bodies = {f"k{n}": os.urandom(BLOCK + n) for n in range(20)}
+    for key, body in bodies.items():
+        written = tmp_path / f"{key}.written"
+        written.write_bytes(body)
+        assert cache.adopt(key, "e-" + key, len(body), str(written), {0, 1})
+    flushes = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: flushes.append(fd) or real_fdatasync(fd))
+    cache.close()
+    assert flushes == []  # one syncfs instead of 20 fdatasync
+    again = make(tmp_path)
+    for key, body in bodies.items():
+        again.open_version(key, "e-" + key, len(body))
+        assert again.get(key, "e-" + key, 0, len(body)) == body
+    again.close()
+
+
+def test_the_next_mount_evicts_the_least_recently_read_entry_first(tmp_path: Path) -> None:
+    bodies = {key: os.urandom(BLOCK) for key in ("a", "b", "c", "d")}
+    first = make(tmp_path)
+    for key in ("a", "b", "c"):
+        first.open_version(key, "e", BLOCK)
+        first.put(key, "e", 0, bodies[key])
+    first.save("a")
+    assert first.get("a", "e", 0, BLOCK) == bodies["a"]  # "b" is now the least recent
+    first.close()
+    second = make(tmp_path, max_bytes=3 * BLOCK)
+    second.open_version("d", "e", BLOCK)
+    second.put("d", "e", 0, bodies["d"])
+    assert second.get("b", "e", 0, BLOCK) is None
+    for key in ("a", "c", "d"):
+        assert second.get(key, "e", 0, BLOCK) == bodies[key], key
+    second.close()
