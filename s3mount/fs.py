@@ -8,6 +8,7 @@ request except an open file's own lock, which only users of that file wait for.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import itertools
@@ -16,7 +17,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn
 
@@ -911,11 +912,16 @@ class Filesystem:
             if not file.dirty:
                 self._drop_if_done(file)
             return
-        try:
-            self._upload(file)
-        except FsError:
-            return  # logged by _upload; the file stays, dirty, so nothing is lost
-        self._drop_if_done(file)
+        # Counted as running until the file is dropped, not only while it uploads:
+        # a writer short of cache space must wait for its space (or its blocks in
+        # the read cache), not fail with ENOSPC in between. No writer of this file
+        # is left to hold its lock meanwhile.
+        with self._upload_counted():
+            try:
+                self._upload(file)
+            except FsError:
+                return  # logged by _upload; the file stays, dirty, so nothing is lost
+            self._drop_if_done(file)
 
     def _drop_if_done(self, file: OpenFile) -> None:
         with file.lock, self._files_lock:
@@ -1007,16 +1013,22 @@ class Filesystem:
         streaming upload (see Streamer.must_finish)."""
         # Counted only once the lock is ours: a writer waiting for cache space
         # holds it, and must not wait for an upload of its own file.
+        with self._upload_counted():
+            path = self._upload_locked(file)
+        if path is not None:
+            self.cache.put(path, self._file_node(file))
+
+    @contextlib.contextmanager
+    def _upload_counted(self) -> Iterator[None]:
+        """An upload is running (see _uploads_running) while in this block."""
         with self._uploads_lock:
             self._running += 1
         try:
-            path = self._upload_locked(file)
+            yield
         finally:
             with self._uploads_lock:
                 self._running -= 1
             self.space.wake()
-        if path is not None:
-            self.cache.put(path, self._file_node(file))
 
     def _upload_locked(self, file: OpenFile) -> str | None:
         """With file.lock held; return the file's path when something was uploaded."""

@@ -8,6 +8,7 @@ import errno
 import os
 import random
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -109,3 +110,35 @@ def test_async_writers_wait_for_uploads_to_free_space(s3, bucket, mount, proxy, 
     assert m.stop() == 0
     for name, data in expected.items():
         assert body(s3, bucket, name) == data
+
+
+def test_a_writer_waits_for_the_upload_at_another_files_close(s3, bucket, mount, proxy,
+                                                              tmp_path):
+    # Without async_upload the close of a.bin uploads it; b.bin's writer, short of
+    # space meanwhile, must wait until a.bin is out of the open files (its blocks
+    # move to the read cache, which can be evicted), not fail once the upload ends.
+    put_started = threading.Event()
+
+    def slow_put_of_a(request) -> bool:
+        if request.operation == "PutObject" and request.target.endswith("/a.bin"):
+            put_started.set()
+            time.sleep(0.5)
+        return False
+
+    proxy.add(Rule(slow_put_of_a, Answer(500, "InternalError")))
+    m = mount(bucket, f"use_cache={tmp_path / 'cache'}", "max_cache_size=3",
+              "dbglevel=debug", url=proxy.url)
+    assert os.listdir(m.path) == []
+    rng = random.Random(5)
+    a, b = rng.randbytes(2 * MiB), rng.randbytes(2 * MiB)
+    outcome: list[tuple[int, int]] = []
+    writer_a = threading.Thread(
+        target=lambda: outcome.append(write_until_error(m.path / "a.bin", a)))
+    writer_a.start()
+    assert put_started.wait(30)
+    assert write_until_error(m.path / "b.bin", b) == (len(b), 0)
+    writer_a.join(30)
+    assert outcome == [(len(a), 0)]
+    assert "a write waits for uploads to free cache space" in m.log()
+    assert body(s3, bucket, "a.bin") == a
+    assert body(s3, bucket, "b.bin") == b
