@@ -97,6 +97,7 @@ class _Entry:
         self.blocks: set[int] = blocks or set()
         self.usage = 0  # bytes the data file takes on disk
         self.unsaved = False  # blocks stored since the index was written
+        self.evictions = 0  # times blocks were evicted (see save)
 
 
 class BlockCache:
@@ -284,11 +285,25 @@ class BlockCache:
         return True
 
     def save(self, key: str) -> None:
-        """Write the index of ``key``'s entry if blocks were added (a reader closed)."""
+        """Write the index of ``key``'s entry if blocks were added (a reader closed).
+
+        The data is flushed outside the cache's lock, so that readers of other
+        objects do not wait for the disk; the index then names the blocks that
+        were there before the flush. If blocks were evicted meanwhile (and maybe
+        fetched again, after the flush) nothing is written: the eviction wrote
+        the index."""
         with self._lock:
             entry = self._entries.get(self._name(key))
-            if entry is not None and entry.unsaved:
-                self._save(entry)
+            if entry is None or not entry.unsaved or not self._persistent:
+                return
+            blocks, evictions = set(entry.blocks), entry.evictions
+        try:
+            self._flush_data(entry.name)
+            with self._lock:
+                if self._entries.get(entry.name) is entry and entry.evictions == evictions:
+                    self._write_index(entry, blocks)
+        except OSError as exc:
+            log.warning("cannot write the read cache's index (%s)", exc.strerror)
 
     def close(self, *, wipe: bool = False) -> None:
         with self._lock:
@@ -359,6 +374,7 @@ class BlockCache:
         for name, blocks in victims.items():
             entry = self._entries[name]
             entry.blocks.difference_update(blocks)
+            entry.evictions += 1
             for b in blocks:
                 self._lru.pop((name, b), None)
             before = entry.usage
@@ -429,21 +445,28 @@ class BlockCache:
         if not self._persistent:
             return
         try:
-            with contextlib.suppress(FileNotFoundError):
-                if not flushed:
-                    fd = os.open(self._data_path(entry.name), os.O_WRONLY)
-                    try:
-                        os.fdatasync(fd)
-                    finally:
-                        os.close(fd)
-            temporary = self._index_path(entry.name) + ".tmp"
-            with open(temporary, "w") as index:
-                json.dump({"key": entry.key, "etag": entry.etag, "size": entry.size,
-                           "blocks": sorted(entry.blocks)}, index)
-            os.replace(temporary, self._index_path(entry.name))
-            entry.unsaved = False
+            if not flushed:
+                self._flush_data(entry.name)
+            self._write_index(entry, entry.blocks)
         except OSError as exc:
             log.warning("cannot write the read cache's index (%s)", exc.strerror)
+
+    def _flush_data(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(self._data_path(name), os.O_WRONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+    def _write_index(self, entry: _Entry, blocks: set[int]) -> None:
+        """Replace the index atomically, naming ``blocks`` (all flushed to disk)."""
+        temporary = self._index_path(entry.name) + ".tmp"
+        with open(temporary, "w") as index:
+            json.dump({"key": entry.key, "etag": entry.etag, "size": entry.size,
+                       "blocks": sorted(blocks)}, index)
+        os.replace(temporary, self._index_path(entry.name))
+        entry.unsaved = not entry.blocks <= blocks
 
     def _remove(self, entry: _Entry) -> None:
         for path in (self._index_path(entry.name), self._data_path(entry.name)):

@@ -5,6 +5,7 @@ one owner of the directory at a time."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from s3mount.block_cache import BlockCache, pwrite_all
@@ -200,3 +201,59 @@ def test_the_next_mount_evicts_the_least_recently_read_entry_first(tmp_path: Pat
     for key in ("a", "c", "d"):
         assert second.get(key, "e", 0, BLOCK) == bodies[key], key
     second.close()
+
+
+def test_a_reader_closing_flushes_without_holding_back_other_readers(
+        tmp_path: Path, monkeypatch) -> None:
+    cache = make(tmp_path)
+    body = os.urandom(BLOCK)
+    for key in ("saved", "other"):
+        cache.open_version(key, "e", BLOCK)
+        cache.put(key, "e", 0, body)
+    other_reads: list[bytes | None] = []
+    reader_done_during_flush = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync_while_another_reader_reads(fd: int) -> None:
+        reader = threading.Thread(target=lambda: other_reads.append(
+            cache.get("other", "e", 0, BLOCK)))
+        reader.start()
+        reader.join(10)  # with the cache's lock held during the flush: never done
+        reader_done_during_flush.append(not reader.is_alive())
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync_while_another_reader_reads)
+    cache.save("saved")
+    assert reader_done_during_flush == [True]
+    assert other_reads == [body]
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    cache.close()
+    again = make(tmp_path)
+    again.open_version("saved", "e", BLOCK)
+    assert again.get("saved", "e", 0, BLOCK) == body
+    again.close()
+
+
+def test_blocks_evicted_during_a_flush_are_not_in_the_index(
+        tmp_path: Path, monkeypatch) -> None:
+    cache = make(tmp_path)
+    body = os.urandom(3 * BLOCK)
+    cache.open_version("k", "e", len(body))
+    cache.put("k", "e", 0, body)
+    real_fdatasync = os.fdatasync
+    freed = []
+
+    def fdatasync_during_an_eviction(fd: int) -> None:
+        monkeypatch.setattr(os, "fdatasync", real_fdatasync)  # the eviction's own flush
+        freed.append(cache.evict(BLOCK))  # block 0, the least recently used
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync_during_an_eviction)
+    cache.save("k")
+    assert freed == [BLOCK]
+    os.close(cache._lock_fd)  # killed: the index is what save and evict wrote
+    again = make(tmp_path)
+    again.open_version("k", "e", len(body))
+    assert again.get("k", "e", 0, BLOCK) is None
+    assert again.get("k", "e", BLOCK, len(body)) == body[BLOCK:]
+    again.close()
