@@ -256,9 +256,12 @@ class BlockCache:
     def adopt(self, key: str, etag: str, size: int, path: str, blocks: set[int]) -> bool:
         """Take the data file at ``path`` (object offsets, as a data file here) as
         the cached version (key, etag, size), with ``blocks`` whole in it: a file
-        just uploaded is then read back without a request. False when it cannot
-        be moved here; it then stays where it is."""
-        if not etag or not blocks:
+        just uploaded is then read back without a request. Only a cache that
+        outlives the mount (use_cache) takes files: without one, a file's disk
+        space is freed once it is uploaded, as before (a job writing much more
+        than it reads back must not fill the temporary directory's disk). False
+        when it is not taken; the file then stays where it is."""
+        if not etag or not blocks or not self._persistent:
             return False
         with self._lock:
             name = self._name(key)

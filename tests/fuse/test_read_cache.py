@@ -13,7 +13,7 @@ import random
 import subprocess
 from pathlib import Path
 
-from helpers import body
+from helpers import body, wait_until
 
 MiB = 1024 * 1024
 STATS = "user.s3mount.stats"
@@ -200,8 +200,8 @@ def test_an_edited_file_keeps_only_the_blocks_it_held_in_the_cache(s3, bucket, m
 
 
 def test_a_file_just_written_is_read_back_from_the_cache_once_the_kernel_drops_it(
-        s3, bucket, mount, proxy):
-    m = mount(bucket, url=proxy.url)
+        s3, bucket, mount, proxy, tmp_path):
+    m = mount(bucket, f"use_cache={tmp_path / 'cache'}", url=proxy.url)
     written = random.Random(22).randbytes(2 * MiB + 5)
     (m.path / "w.bin").write_bytes(written)
     before = proxy.counts()
@@ -213,3 +213,19 @@ def test_a_file_just_written_is_read_back_from_the_cache_once_the_kernel_drops_i
         os.close(fd)
     assert proxy.counts()["GetObject"] - before["GetObject"] == 0
     assert read_stats(m.path)["disk_cache"]["hits"] == 3
+
+
+def test_without_use_cache_a_written_file_leaves_the_disk_once_uploaded(
+        s3, bucket, mount, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    m = mount(bucket, f"tmpdir={temporary}")
+    written = random.Random(23).randbytes(4 * MiB)
+    (m.path / "w.bin").write_bytes(written)
+    assert body(s3, bucket, "w.bin") == written
+
+    def used() -> int:
+        return sum(p.stat().st_blocks * 512 for p in temporary.rglob("*") if p.is_file())
+
+    # The kernel sends the release after close() returned; then the file goes.
+    wait_until(lambda: used() < MiB, 10, "the written file's data to leave the disk")
