@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from s3mount.block_cache import BLOCKS_OWNER
 from s3mount.cache_space import CacheSpace
 from s3mount.errors import FsError
 
@@ -93,7 +94,7 @@ def test_a_waiting_writer_gets_enospc_when_the_uploads_end_without_freeing(tmp_p
 
 def test_an_upload_that_ends_during_the_evictions_is_not_enospc(tmp_path):
     # The upload of file 1 ends while the writer evicts open files: its bytes move
-    # into the read cache (owner -1), which the writer had found empty a moment
+    # into the read cache (BLOCKS_OWNER), which the writer had found empty a moment
     # before, and no upload runs any more. The writer must evict again, not fail.
     uploads = {"running": True}
     read_cache_evictions = []
@@ -102,12 +103,12 @@ def test_an_upload_that_ends_during_the_evictions_is_not_enospc(tmp_path):
         read_cache_evictions.append(wanted)
         if uploads["running"]:
             return 0  # empty yet
-        space.update(-1, 0)
+        space.update(BLOCKS_OWNER, 0)
         return 2 * MiB
 
     def evict_open_files() -> None:
         if uploads["running"]:
-            space.update(-1, 2 * MiB)  # the uploaded file joins the read cache
+            space.update(BLOCKS_OWNER, 2 * MiB)  # the uploaded file joins the read cache
             space.release(1)
             uploads["running"] = False
 
