@@ -153,6 +153,12 @@ class DirEntry:
 
 
 @dataclasses.dataclass(slots=True)
+class DirHandle:
+    path: str
+    entries: list[DirEntry]
+
+
+@dataclasses.dataclass(slots=True)
 class FileHandle:
     ino: int
     reader: ObjectReader | None  # set for reads of a file that is not open for writing
@@ -680,11 +686,16 @@ class Filesystem:
             else:
                 attr = None
             entries.append(DirEntry(name, self.inodes.number(child_path, counted=False), attr))
-        return self._add_handle(entries)
+        return self._add_handle(DirHandle(path, entries))
 
-    def readdir(self, fh: int, offset: int) -> list[tuple[DirEntry, int]]:
-        entries: list[DirEntry] = self._handle(fh)
-        return [(entry, index + 1) for index, entry in enumerate(entries) if index >= offset]
+    def readdir(self, fh: int, offset: int) -> Iterator[tuple[DirEntry, int]]:
+        """The entries from ``offset`` on, with the offset of the next; the kernel
+        takes what fits in its buffer and asks again from there."""
+        handle: DirHandle = self._handle(fh)
+        if offset > 0:
+            self.cache.renew_listing(handle.path)
+        entries = handle.entries
+        return ((entries[index], index + 1) for index in range(offset, len(entries)))
 
     # Files: open, read, write, upload
 

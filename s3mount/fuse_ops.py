@@ -143,7 +143,7 @@ class FuseOperations(llfuse.Operations):
         # A generator cannot release the lock around yields; the listing was
         # fetched in opendir, so this only reads memory.
         try:
-            entries: list[tuple[DirEntry, int]] = self.fs.readdir(fh, off)
+            entries: Iterator[tuple[DirEntry, int]] = self.fs.readdir(fh, off)
         except FsError as exc:
             raise llfuse.FUSEError(exc.errno) from None
         for entry, next_offset in entries:

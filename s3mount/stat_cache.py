@@ -62,6 +62,15 @@ class _Bounded(Generic[T]):
             for key in [k for k in self._cache if k == path or k.startswith(below)]:
                 self._cache.pop(key, None)
 
+    def renew(self, key: str) -> None:
+        """Restart the time of a value still cached (an expired one stays gone)."""
+        if self._cache is None:
+            return
+        with self._lock:
+            value = self._cache.get(key)
+            if value is not None:
+                self._cache[key] = value
+
     def update(self, key: str, change: Callable[[T], None]) -> None:
         """Change a cached value in place (under the cache's lock)."""
         if self._cache is None:
@@ -140,6 +149,12 @@ class StatCache(Generic[T]):
                 return False
             self._listings.put(path, children)
             return True
+
+    def renew_listing(self, path: str) -> None:
+        """A reader is still walking ``path``'s listing: keep it for another TTL, so
+        that the lookups of a walk that outlasts the TTL (a huge directory, a slow
+        server) do not each fall back to a LIST and a HEAD."""
+        self._listings.renew(path)
 
     def listing_set(self, directory: str, name: str, child: object | None) -> None:
         """Keep a cached listing true after our own change (None: the name is gone)."""

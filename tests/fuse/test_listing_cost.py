@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from s3proxy import Answer, Rule
 
 
@@ -86,3 +89,41 @@ def test_small_files_in_a_new_directory_cost_one_put_each(s3, bucket, mount, pro
     assert len(operations) <= 105, sorted(set(operations))
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="new/")["KeyCount"]
     assert listed == 101
+
+
+LONG_NAME = "x" * 190  # about 146 entries per getdents buffer of 32 KiB
+WALK_TTL = 4.0
+
+
+@pytest.mark.parametrize("option", ["attrs_from_list", "heads"])
+def test_a_walk_that_outlasts_the_ttl_keeps_its_listing(s3, bucket, mount, proxy, option):
+    """A directory read slowly (a huge one, a slow server) keeps its listing while
+    it is read: the lookups after the TTL has passed since the LIST still use it,
+    instead of falling back to a LIST and a HEAD each."""
+    names = [f"e{number:03}-{LONG_NAME}" for number in range(300)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda name: s3.put_object(Bucket=bucket, Key=f"walk/{name}",
+                                                 Body=b"data"), names))
+    options = [f"stat_cache_expire={WALK_TTL}"]
+    if option == "attrs_from_list":
+        options.append(option)
+    m = mount(bucket, *options, url=proxy.url)
+    directory = os.open(m.path / "walk", os.O_RDONLY | os.O_DIRECTORY)
+    with os.scandir(directory) as walk:
+        read = [next(walk).name]  # the LIST; the first buffer of entries
+        time.sleep(WALK_TTL * 0.6)
+        read += [next(walk).name for _ in range(199)]  # a further buffer: the walk goes on
+        time.sleep(WALK_TTL * 0.6)  # the LIST is now older than the TTL
+        seen = record_requests(proxy)
+        # Looked up in the open directory: the lookup of "walk" itself, which
+        # expired too, is not what is measured here. Without attrs_from_list the
+        # attributes of an early entry, prefetched at the LIST, have expired too.
+        assert os.stat(names[10], dir_fd=directory).st_size == 4
+        read += [entry.name for entry in walk]
+    os.close(directory)
+    assert sorted(read) == names
+    assert [operation for operation, _ in seen if operation == "ListObjects"] == [], seen
+    if option == "attrs_from_list":
+        assert seen == []
+    else:
+        assert [operation for operation, _ in seen] in ([], ["HeadObject"])

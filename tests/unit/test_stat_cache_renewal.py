@@ -1,0 +1,60 @@
+"""A listing that a reader is still walking is kept another TTL from each step of
+the walk; one nobody reads expires as before, and an expired one is not revived."""
+
+from __future__ import annotations
+
+from s3mount.stat_cache import StatCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cache(clock: Clock) -> StatCache[str]:
+    return StatCache(ttl=10, max_entries=100, negative=True, timer=clock)
+
+
+def test_a_renewed_listing_outlives_its_first_ttl():
+    clock = Clock()
+    c = cache(clock)
+    c.put_listing("d", {"a": 1})
+    clock.now = 8
+    c.renew_listing("d")
+    clock.now = 16
+    assert c.listing("d") == {"a": 1}
+    clock.now = 18.5
+    assert c.listing("d") is None  # 10 s after the last renewal
+
+
+def test_a_listing_not_renewed_expires_after_its_ttl():
+    clock = Clock()
+    c = cache(clock)
+    c.put_listing("d", {"a": 1})
+    clock.now = 10.5
+    assert c.listing("d") is None
+
+
+def test_an_expired_listing_is_not_revived():
+    clock = Clock()
+    c = cache(clock)
+    c.put_listing("d", {"a": 1})
+    clock.now = 11
+    c.renew_listing("d")
+    assert c.listing("d") is None
+    c.renew_listing("missing")
+    assert c.listing("missing") is None
+
+
+def test_renewal_keeps_our_own_changes_to_the_listing():
+    clock = Clock()
+    c = cache(clock)
+    c.put_listing("d", {"a": 1})
+    c.listing_set("d", "b", 2)
+    clock.now = 9
+    c.renew_listing("d")
+    clock.now = 15
+    assert c.listing("d") == {"a": 1, "b": 2}
