@@ -9,8 +9,12 @@ HTTP exchange and the signature alone cost about half of that.
 LeanHead asks botocore once, at start, how it sends a HEAD in this bucket
 (URL, User-Agent, signing context) by stopping a probe request just before
 it is signed, so the probe needs neither credentials nor the network. Each
-HEAD then builds that request for its key, signs it, and sends it on the
-client's own connection pool (same TLS settings, proxies and time-outs).
+HEAD then builds that request for its key and signs it. Where the client
+would connect straight to the endpoint (no proxy, no client certificate), it
+goes out on kept-alive ``http.client`` connections of LeanHead's own
+(_KeptConnections), with the client's TLS verification and time-outs: urllib3's
+urlopen and botocore's response wrapping cost about as much CPU again as the
+exchange itself. Otherwise it goes through the client's own connection pool.
 
 A HEAD has no body and no query, so its SigV4 signature is a few string
 operations and two HMACs: when the client signs plain SigV4 for service
@@ -33,6 +37,10 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import http.client
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,6 +48,14 @@ from urllib.parse import urlsplit
 
 from botocore.auth import _host_from_url
 from botocore.awsrequest import AWSPreparedRequest, AWSRequest
+from botocore.exceptions import (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+from botocore.httpsession import get_cert_path
 from botocore.utils import percent_encode
 
 _PROBE_KEY = "s3mount-probe"
@@ -108,6 +124,102 @@ class _SigV4:
         return signed
 
 
+class _KeptConnections:
+    """HEAD requests on kept-alive HTTP/1.1 connections to one endpoint.
+
+    A HEAD answer has no body, so a connection is free again as soon as its
+    headers are read. Failures raise botocore's exceptions, as the client's own
+    pool does, so that retry.py and the log see the same errors either way.
+    """
+
+    def __init__(self, url: str, *, verify: bool | str, connect_timeout: float,
+                 read_timeout: float, limit: int) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"no kept connections for {url!r}")
+        self._url = url
+        self._host, self._port = parts.hostname, parts.port
+        self._context: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            if verify:
+                self._context = ssl.create_default_context(cafile=get_cert_path(verify))
+            else:
+                self._context = ssl.create_default_context()
+                self._context.check_hostname = False
+                self._context.verify_mode = ssl.CERT_NONE
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._limit = limit
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _new(self) -> http.client.HTTPConnection:
+        if self._context is not None:
+            return http.client.HTTPSConnection(self._host, self._port,
+                                               timeout=self._connect_timeout,
+                                               context=self._context)
+        return http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
+
+    def _connect(self, connection: http.client.HTTPConnection) -> None:
+        try:
+            connection.connect()
+        except ssl.SSLError as exc:
+            raise SSLError(endpoint_url=self._url, error=exc) from exc
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(endpoint_url=self._url, error=exc) from exc
+        except OSError as exc:
+            raise EndpointConnectionError(endpoint_url=self._url, error=exc) from exc
+        sock = connection.sock
+        sock.settimeout(self._read_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    def head(self, target: str, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str]]:
+        """(status, headers) of a HEAD of ``target`` (the path, percent-encoded)."""
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is not None:
+            try:
+                return self._exchange(connection, target, headers)
+            except (ConnectionError, http.client.BadStatusLine):
+                # The server closed the kept connection while it was idle: once
+                # more on a new one (a HEAD changes nothing).
+                connection.close()
+        connection = self._new()
+        self._connect(connection)
+        try:
+            return self._exchange(connection, target, headers)
+        except (ConnectionError, http.client.BadStatusLine) as exc:
+            connection.close()
+            raise ConnectionClosedError(endpoint_url=self._url) from exc
+
+    def _exchange(self, connection: http.client.HTTPConnection, target: str,
+                  headers: Mapping[str, str]) -> tuple[int, Mapping[str, str]]:
+        try:
+            connection.request("HEAD", target, headers=headers)
+            response = connection.getresponse()
+            response.read()
+        except (ConnectionError, http.client.BadStatusLine):
+            raise
+        except TimeoutError as exc:
+            connection.close()
+            raise ReadTimeoutError(endpoint_url=self._url, error=exc) from exc
+        except ssl.SSLError as exc:
+            connection.close()
+            raise SSLError(endpoint_url=self._url, error=exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            raise ConnectionClosedError(endpoint_url=self._url) from exc
+        if connection.sock is not None:  # else the server said Connection: close
+            with self._lock:
+                if len(self._idle) < self._limit:
+                    self._idle.append(connection)
+                    connection = None
+            if connection is not None:
+                connection.close()
+        return response.status, response.headers
+
+
 class LeanHead:
     """Sends HeadObject requests for keys of one bucket as ``client`` would."""
 
@@ -142,6 +254,14 @@ class LeanHead:
         signed_headers = {name.lower(): value for name, value in (signed_headers or {}).items()}
         self._headers.update(signed_headers)
         self._path_prefix = urlsplit(self._url_prefix).path
+        config = client.meta.config
+        self._kept: _KeptConnections | None = None
+        if (self._http._proxy_config.proxy_url_for(self._url_prefix) is None
+                and config.client_cert is None):
+            self._kept = _KeptConnections(
+                self._url_prefix, verify=self._http._verify,
+                connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
+                limit=config.max_pool_connections)
         self._sigv4: _SigV4 | None = None
         signing = self._context.get("signing", {})
         credentials = getattr(self._signer, "_credentials", None)
@@ -157,14 +277,19 @@ class LeanHead:
         raises botocore's exceptions, as a call through the client would."""
         quoted = percent_encode(key, safe="/~")
         url = self._url_prefix + quoted
+        target = self._path_prefix + quoted
         if self._sigv4 is not None:
-            headers = {**self._headers, **self._sigv4.headers(self._path_prefix + quoted)}
+            headers = {**self._headers, **self._sigv4.headers(target)}
+            if self._kept is not None:
+                return self._kept.head(target, headers)
             prepared = AWSPreparedRequest("HEAD", url, headers, None, False)
         else:
             request = AWSRequest(method="HEAD", url=url, headers=dict(self._headers))
             request.context.update(self._context)
             self._signer.sign("HeadObject", request)
             prepared = request.prepare()
+            if self._kept is not None and prepared.url == url:
+                return self._kept.head(target, dict(prepared.headers))
         response = self._http.send(prepared)
         return response.status_code, response.headers
 

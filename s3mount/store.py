@@ -77,13 +77,18 @@ class S3Error(FsError):
 
 class TransferError(FsError):
     """A request or its answer failed on the way (connection, time-out, cut or
-    corrupted body): EIO, worth a retry."""
+    corrupted body): EIO, worth a retry unless the cause says otherwise (a TLS
+    certificate that is not trusted, a bad parameter)."""
 
-    transient = True
-
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, transient: bool = True) -> None:
         super().__init__(errno.EIO, detail)
+        self.transient = transient
         self.attempts = 1
+
+    @classmethod
+    def of(cls, what: str, exc: BaseException) -> TransferError:
+        """The error for ``exc`` (botocore's or the socket's), raised during ``what``."""
+        return cls(f"{what}: {_reason(exc)}", transient=transient_reason(exc) is not None)
 
 
 _T = TypeVar("_T")
@@ -472,7 +477,7 @@ class Store:
                           transient=transient_answer(http_status(exc), code) is not None
                           ) from exc
         except (BotoCoreError, OSError) as exc:
-            raise TransferError(f"{operation}: {_reason(exc)}") from exc
+            raise TransferError.of(operation, exc) from exc
         self.stats.answered(operation, response)
         return response
 
@@ -537,7 +542,7 @@ class Store:
         try:
             status, headers = lean(key)
         except (BotoCoreError, OSError) as exc:
-            raise TransferError(f"head_object: {_reason(exc)}") from exc
+            raise TransferError.of("head_object", exc) from exc
         if status == 403 or status == 429 or status >= 500:
             code = str(status)
             raise S3Error(errno_for_s3_code(code), f"head_object: {code}", code,
@@ -646,7 +651,7 @@ class Store:
                 data = body.read()
                 whole = self._check_range(response, data, start, end)
         except (BotoCoreError, OSError) as exc:
-            raise TransferError(f"get_object body: {_reason(exc)}") from exc
+            raise TransferError.of("get_object body", exc) from exc
         finally:
             body.close()
         if whole:

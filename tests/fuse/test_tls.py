@@ -16,7 +16,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import MotoServer, run_s3mount
+from helpers import ACCESS_KEY, SECRET_KEY, MotoServer, run_s3mount
+
+from s3mount.credentials import Credentials
+from s3mount.errors import FsError
+from s3mount.store import Store, StoreSettings
 
 
 def _name(common_name: str) -> x509.Name:
@@ -109,3 +113,29 @@ def test_missing_ca_bundle_file(tls, passwd_file, tmp_path, daemon_env):
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"s3mount: CA bundle {tmp_path}/none.pem does not exist: check -o ca_bundle=")
+
+
+def test_heads_verify_the_certificate_as_every_request_does(tls, monkeypatch):
+    """HEADs go out on connections of their own (lean_head._KeptConnections):
+    they trust what the client trusts, and a refused certificate is not retried."""
+    server, ca = tls
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def store(verify: bool | str | None) -> Store:
+        return Store(StoreSettings(bucket="tlsbucket", url=server.url, region="us-east-1",
+                                   path_style=True, verify=verify, retries=2,
+                                   retry_base_delay=0.01),
+                     Credentials(ACCESS_KEY, SECRET_KEY))
+
+    trusted = store(str(ca))
+    assert trusted._lean_head is not None and trusted._lean_head._kept is not None
+    info = trusted.head("secure.txt")
+    assert info is not None and info.size == len(b"over tls\n")
+    assert store(False).head("secure.txt") is not None
+
+    untrusted = store(None)
+    with pytest.raises(FsError) as caught:
+        untrusted.head("secure.txt")
+    assert "certificate verify failed" in caught.value.detail
+    assert untrusted.request_counts()["head_object"] == 1

@@ -5,6 +5,8 @@ botocore's call path, requests signed as botocore signs them, and anything but
 from __future__ import annotations
 
 import errno
+import http.server
+import threading
 
 import pytest
 from emulating_proxy import EmulatingProxy
@@ -106,3 +108,73 @@ def test_head_fields_reads_the_headers_botocore_reads() -> None:
     assert fields["LastModified"].year == 2015
     assert "ContentType" not in head_fields({"Last-Modified": headers["Last-Modified"]},
                                             parse_s3_timestamp)
+
+
+class KeepAliveServer:
+    """An HTTP/1.1 server on loopback that answers every HEAD with an object's
+    headers (Content-Length too: a HEAD answer has no body all the same) and
+    keeps connections open, or drops each one after its answer without saying
+    so (as a server whose idle time-out has passed)."""
+
+    def __init__(self, *, drop_after_answer: bool = False) -> None:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with owner.lock:
+                    owner.connections += 1
+
+            def do_HEAD(self) -> None:
+                with owner.lock:
+                    owner.heads += 1
+                self.send_response(200)
+                for name, value in (("Content-Length", "3"), ("ETag", '"e"'),
+                                    ("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                                    ("x-amz-meta-mode", "33188")):
+                    self.send_header(name, value)
+                self.end_headers()
+                self.close_connection = drop_after_answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.lock = threading.Lock()
+        self.connections = self.heads = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["kept", "dropped"])
+def test_lean_heads_keep_their_connection(drop: bool) -> None:
+    """Answers without Connection: close leave the connection open for the next
+    HEAD; one the server dropped meanwhile is replaced without an error."""
+    server = KeepAliveServer(drop_after_answer=drop)
+    try:
+        store = make_store(server.url, "bucket")
+        for _ in range(5):
+            info = store.head("k")
+            assert info is not None and info.size == 3 and info.metadata == {"mode": "33188"}
+        assert server.heads == 5
+        assert server.connections == (5 if drop else 1)
+        assert store.request_counts()["head_object"] == 5
+    finally:
+        server.close()
+
+
+def test_lean_heads_go_through_a_proxy_on_the_clients_pool(bucket: str,
+                                                           s3_server: MotoServer) -> None:
+    store = Store(StoreSettings(bucket=bucket, url=s3_server.url, region="us-east-1",
+                                path_style=True, proxy="http://127.0.0.1:9", retries=0),
+                  Credentials(ACCESS_KEY, SECRET_KEY))
+    assert store._lean_head is not None and store._lean_head._kept is None
+    with pytest.raises(FsError) as caught:
+        store.head("k")  # the proxy's port refuses: the HEAD did go to the proxy
+    assert caught.value.errno == errno.EIO

@@ -36,7 +36,7 @@ from s3proxy import (
 from s3mount.credentials import Credentials
 from s3mount.errors import FsError
 from s3mount.retry import RetryPolicy, transient_answer, transient_reason
-from s3mount.store import Store, StoreSettings
+from s3mount.store import Store, StoreSettings, TransferError
 from s3mount.transfer import MiB, Transfer, TransferSettings
 
 TIMEOUT = 1.0  # connect and read time-out of the stores here; stalls last longer
@@ -417,3 +417,13 @@ def test_what_is_transient() -> None:
     assert transient_reason(SSLError(endpoint_url="https://x",
                                      error="certificate verify failed")) is None
     assert transient_reason(ValueError("bad parameter")) is None
+    # What a request raises on the way keeps that verdict: an untrusted
+    # certificate is not tried again, a refused connection is.
+    untrusted = TransferError.of("head_object", SSLError(
+        endpoint_url="https://x", error="[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+        "failed: self-signed certificate"))
+    assert untrusted.errno == errno.EIO and transient_reason(untrusted) is None
+    assert "certificate verify failed" in untrusted.detail
+    refused = TransferError.of("head_object", EndpointConnectionError(
+        endpoint_url="http://x", error=ConnectionRefusedError(111, "Connection refused")))
+    assert transient_reason(refused) is not None and "connection refused" in refused.detail

@@ -201,13 +201,28 @@ def record_headers(store: Store) -> list[tuple[str, dict[str, str]]]:
 
     store._client.meta.events.register("before-sign.s3", before_sign)
     lean = store._lean_head
-    if lean is not None:
+    if lean is None:
+        return sent
+
+    def record(headers: Any) -> None:
+        if lean._sigv4 is not None:  # else botocore's signer recorded it
+            sent.append(("HeadObject", {k.lower(): v for k, v in headers.items()}))
+
+    kept = lean._kept
+    if kept is not None:
+        kept_head = kept.head
+
+        def head(target: str, headers: Any) -> Any:
+            record(headers)
+            return kept_head(target, headers)
+
+        kept.head = head  # type: ignore[method-assign]
+    else:
         http = lean._http
 
         class RecordingSession:
             def send(self, request: Any) -> Any:
-                if lean._sigv4 is not None:  # else botocore's signer recorded it
-                    sent.append(("HeadObject", {k.lower(): v for k, v in request.headers.items()}))
+                record(request.headers)
                 return http.send(request)
 
         lean._http = RecordingSession()
