@@ -14,14 +14,16 @@ class Clock:
         return self.now
 
 
-def cache(clock: Clock) -> StatCache[str]:
-    return StatCache(ttl=10, max_entries=100, negative=True, timer=clock)
+def listed(clock: Clock) -> StatCache[str]:
+    """A cache (TTL 10 s) holding the listing {"a": 1} of "d", put at ``clock.now``."""
+    c: StatCache[str] = StatCache(ttl=10, max_entries=100, negative=True, timer=clock)
+    c.put_listing("d", {"a": 1})
+    return c
 
 
 def test_a_renewed_listing_outlives_its_first_ttl():
     clock = Clock()
-    c = cache(clock)
-    c.put_listing("d", {"a": 1})
+    c = listed(clock)
     clock.now = 8
     c.renew_listing("d")
     clock.now = 16
@@ -32,16 +34,14 @@ def test_a_renewed_listing_outlives_its_first_ttl():
 
 def test_a_listing_not_renewed_expires_after_its_ttl():
     clock = Clock()
-    c = cache(clock)
-    c.put_listing("d", {"a": 1})
+    c = listed(clock)
     clock.now = 10.5
     assert c.listing("d") is None
 
 
 def test_an_expired_listing_is_not_revived():
     clock = Clock()
-    c = cache(clock)
-    c.put_listing("d", {"a": 1})
+    c = listed(clock)
     clock.now = 11
     c.renew_listing("d")
     assert c.listing("d") is None
@@ -51,8 +51,7 @@ def test_an_expired_listing_is_not_revived():
 
 def test_renewal_keeps_our_own_changes_to_the_listing():
     clock = Clock()
-    c = cache(clock)
-    c.put_listing("d", {"a": 1})
+    c = listed(clock)
     c.listing_set("d", "b", 2)
     clock.now = 9
     c.renew_listing("d")
