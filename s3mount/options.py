@@ -368,8 +368,8 @@ OPTIONS: tuple[Option, ...] = (
     # Caching
     Option("stat_cache_expire", _number(0), 60.0, CACHE, metavar="SECONDS",
            help="How long attributes and listings are trusted before asking S3 again; "
-                "a listing still being read stays trusted this long after each readdir "
-                "that continues it (s3fs: 900)."),
+                "while a directory is being read, lookups of its names use its listing until "
+                "this long after its last readdir (s3fs: 900)."),
     Option("max_stat_cache_size", _integer(0), 100000, CACHE, metavar="ENTRIES",
            help="Maximum number of cached attribute entries."),
     Option("enable_negative_cache", None, True, CACHE, aliases=("enable_noobj_cache",),

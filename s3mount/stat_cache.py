@@ -5,7 +5,6 @@ use from several threads.
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Generic, TypeVar
 from cachetools import TTLCache
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # Listings can be large; keep only the most recent few hundred directories.
 MAX_LISTINGS = 256
@@ -34,12 +34,14 @@ class _Bounded(Generic[T]):
         with self._lock:
             return self._cache.get(key)
 
-    def get_copy(self, key: str) -> T | None:
+    def read(self, key: str, how: Callable[[T], R | None]) -> R | None:
+        """What ``how`` makes of a cached value (under the cache's lock, so that
+        it sees no change half made)."""
         if self._cache is None:
             return None
         with self._lock:
             value = self._cache.get(key)
-            return copy.copy(value) if value is not None else None
+            return how(value) if value is not None else None
 
     def put(self, key: str, value: T) -> None:
         if self._cache is None:
@@ -81,6 +83,16 @@ class _Bounded(Generic[T]):
                 change(value)
 
 
+class _Listing:
+    """A directory's children, and when they were fetched (renewals do not change it)."""
+
+    __slots__ = ("children", "fetched")
+
+    def __init__(self, children: dict, fetched: float) -> None:
+        self.children = children
+        self.fetched = fetched
+
+
 class StatCache(Generic[T]):
     """Positive entries (path → T), negative entries, and listings (dir path → children)."""
 
@@ -88,7 +100,9 @@ class StatCache(Generic[T]):
                  timer: Callable[[], float] = time.monotonic) -> None:
         self._entries: _Bounded[T] = _Bounded(max_entries, ttl, timer)
         self._missing: _Bounded[bool] = _Bounded(max_entries if negative else 0, ttl, timer)
-        self._listings: _Bounded[dict] = _Bounded(MAX_LISTINGS, ttl, timer)
+        self._listings: _Bounded[_Listing] = _Bounded(MAX_LISTINGS, ttl, timer)
+        self._ttl = ttl
+        self._timer = timer
         # Counts our own changes, so that what a request fetched before a change
         # is not cached after it (see put_fetched).
         self._changes = 0
@@ -134,11 +148,21 @@ class StatCache(Generic[T]):
         self._missing.put(path, True)
 
     def listing(self, path: str) -> dict | None:
-        return self._listings.get(path)
+        """The children of ``path`` for its lookups: also a listing that a walk
+        still in progress keeps beyond its TTL (renew_listing)."""
+        listing = self._listings.get(path)
+        return listing.children if listing is not None else None
 
     def listing_copy(self, path: str) -> dict | None:
-        """A copy that our own later changes do not alter (for directory handles)."""
-        return self._listings.get_copy(path)
+        """For a new directory handle: a copy that our own later changes do not
+        alter, of a listing fetched less than a TTL ago (renewals do not count,
+        or a directory read again and again would never be listed anew)."""
+        now = self._timer()
+
+        def fresh_copy(listing: _Listing) -> dict | None:
+            return dict(listing.children) if now - listing.fetched < self._ttl else None
+
+        return self._listings.read(path, fresh_copy)
 
     def put_listing(self, path: str, children: dict, since: int | None = None) -> bool:
         """Cache a directory's listing: one our own change made (``since`` None), or
@@ -147,7 +171,7 @@ class StatCache(Generic[T]):
         with self._changes_lock:
             if since is not None and since != self._changes:
                 return False
-            self._listings.put(path, children)
+            self._listings.put(path, _Listing(children, self._timer()))
             return True
 
     def renew_listing(self, path: str) -> None:
@@ -160,11 +184,11 @@ class StatCache(Generic[T]):
         """Keep a cached listing true after our own change (None: the name is gone)."""
         self._changing()
 
-        def change(children: dict) -> None:
+        def change(listing: _Listing) -> None:
             if child is None:
-                children.pop(name, None)
+                listing.children.pop(name, None)
             else:
-                children[name] = child
+                listing.children[name] = child
 
         self._listings.update(directory, change)
 

@@ -57,3 +57,24 @@ def test_renewal_keeps_our_own_changes_to_the_listing():
     c.renew_listing("d")
     clock.now = 15
     assert c.listing("d") == {"a": 1, "b": 2}
+
+
+def test_a_renewed_listing_is_not_reused_by_a_new_directory_handle():
+    """Renewal serves the lookups of the walk in progress; a directory opened
+    again after the TTL is listed anew, however often it was read meanwhile."""
+    clock = Clock()
+    c = listed(clock)
+    clock.now = 8
+    assert c.listing_copy("d") == {"a": 1}
+    c.renew_listing("d")
+    clock.now = 12
+    assert c.listing_copy("d") is None
+    assert c.listing("d") == {"a": 1}  # the walk's lookups still have it
+
+
+def test_a_handles_copy_does_not_follow_later_changes():
+    clock = Clock()
+    c = listed(clock)
+    copy = c.listing_copy("d")
+    c.listing_set("d", "b", 2)
+    assert copy == {"a": 1} and c.listing("d") == {"a": 1, "b": 2}
