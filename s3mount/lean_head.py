@@ -210,14 +210,19 @@ class _KeptConnections:
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
             raise ConnectionClosedError(endpoint_url=self._url) from exc
-        if connection.sock is not None:  # else the server said Connection: close
-            with self._lock:
-                if len(self._idle) < self._limit:
-                    self._idle.append(connection)
-                    connection = None
-            if connection is not None:
-                connection.close()
+        self._give_back(connection)
         return response.status, response.headers
+
+    def _give_back(self, connection: http.client.HTTPConnection) -> None:
+        """Keep an answered connection for the next HEAD, unless the server closed
+        it (Connection: close) or enough are kept already."""
+        if connection.sock is None:
+            return
+        with self._lock:
+            if len(self._idle) < self._limit:
+                self._idle.append(connection)
+                return
+        connection.close()
 
 
 class LeanHead:

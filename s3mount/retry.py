@@ -7,9 +7,10 @@ retried together, and every attempt is counted and logged in one place.
 Retried: answers 5xx (except 501 Not Implemented) and 429, S3's throttling and
 transient error codes (SlowDown, RequestTimeout, ...), connections that cannot
 be opened, are reset or closed, time-outs (``connect_timeout``,
-``readwrite_timeout``), and answer bodies that are cut short or fail their
-checksum. Not retried: every other answer (404, 403, 412 ...), TLS certificate
-failures, and bad parameters.
+``readwrite_timeout``), answer bodies that are cut short or fail their
+checksum, and credentials that could not be fetched (instance metadata, a
+credential process). Not retried: every other answer (404, 403, 412 ...), TLS
+certificate failures, bad parameters, and any other error.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from typing import Any
 import botocore.exceptions
 from botocore.exceptions import (
     ClientError,
+    CredentialRetrievalError,
     FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
+    MetadataRetrievalError,
     SSLError,
 )
 
@@ -76,7 +79,8 @@ def transient_reason(exc: BaseException) -> str | None:
             return None
         return "SSLError"
     if isinstance(exc, (botocore.exceptions.ConnectionError, HTTPClientError, IncompleteReadError,
-                        FlexibleChecksumError, OSError)):
+                        FlexibleChecksumError, CredentialRetrievalError,
+                        MetadataRetrievalError, OSError)):
         return type(exc).__name__
     return None
 

@@ -16,7 +16,12 @@ import random
 from collections.abc import Callable
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
+from botocore.exceptions import (
+    ClientError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    SSLError,
+)
 from helpers import ACCESS_KEY, SECRET_KEY, MemorySource, MotoServer, payload
 from s3proxy import (
     Answer,
@@ -417,6 +422,7 @@ def test_what_is_transient() -> None:
     assert transient_reason(SSLError(endpoint_url="https://x",
                                      error="certificate verify failed")) is None
     assert transient_reason(ValueError("bad parameter")) is None
+    assert transient_reason(CredentialRetrievalError(provider="imds", error_msg="timed out"))
     # What a request raises on the way keeps that verdict: an untrusted
     # certificate is not tried again, a refused connection is.
     untrusted = TransferError.of("head_object", SSLError(
