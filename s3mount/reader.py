@@ -3,9 +3,11 @@ ETag seen at open, with a read-ahead window for sequential reads.
 
 The window works like mountpoint-s3's prefetcher. A read where the previous
 one ended (or at the start of the file) begins a sequential stream: a first
-request of READ_AHEAD_FIRST bytes, then requests that double up to the
-maximum window, each split into parts of at most READ_PART bytes that are
-fetched in parallel (by the shared ReadPool's threads). Reads that jump
+request of READ_AHEAD_FIRST bytes, then a window that doubles at each read
+that continues the stream, up to the maximum (doubling once per window
+consumed would make the reader wait one round trip per doubling), requested
+in parts of at most READ_PART bytes that are fetched in parallel (by the
+shared ReadPool's threads). Reads that jump
 forward within what was requested, or back by at most READ_BACK bytes, are
 served from it; any other read drops it and fetches only the bytes it asks
 for (a random read), and a read that continues it begins a new stream.
@@ -161,7 +163,8 @@ class ObjectReader:
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
-        if self._parts and self._parts[0].start <= offset < self._fetched_to:
+        continued = bool(self._parts) and self._parts[0].start <= offset < self._fetched_to
+        if continued:
             self._stats.count("read_hits" if end <= self._fetched_to else "read_misses")
         else:
             self._drop_parts()
@@ -180,7 +183,7 @@ class ObjectReader:
         data = self._collect(offset, end)
         self._next_offset = end
         self._forget_before(offset - READ_BACK)
-        self._read_ahead(end)
+        self._read_ahead(end, grow=continued)
         return data
 
     def _continues(self, offset: int) -> bool:
@@ -188,13 +191,16 @@ class ObjectReader:
         deliver the reads of one sequential stream a little out of order)."""
         return self._next_offset - READ_BACK <= offset <= self._next_offset
 
-    def _read_ahead(self, position: int) -> None:
-        """Keep the window requested ahead of ``position``: more is requested once
-        half of it, or a whole part, is free, and the window doubles each time,
-        while the pool's budget allows."""
+    def _read_ahead(self, position: int, *, grow: bool) -> None:
+        """Keep the window requested ahead of ``position``, while the pool's budget
+        allows: below its maximum the window doubles at each read that continues
+        the stream (``grow``); at it, more is requested once half of it, or a
+        whole part, is free."""
         ahead = self._fetched_to - position
-        if self._fetched_to >= self.size or (
-                ahead >= self._window // 2 and ahead + READ_PART > self._window):
+        if self._fetched_to >= self.size:
+            return
+        ramping = grow and self._window < self._pool.window
+        if not ramping and ahead >= self._window // 2 and ahead + READ_PART > self._window:
             return
         self._window = min(self._window * 2, self._pool.window)
         end = min(position + self._window, self.size)

@@ -99,6 +99,22 @@ def test_sequential_read_uses_parallel_ranges_in_a_growing_window(s3, bucket, st
     wait_until(lambda: pool.held == 0, 30, "the read-ahead to be given back")
 
 
+def test_the_window_doubles_at_each_read_of_a_stream(s3, bucket, store, pool):
+    """Not once per window consumed: a reader that waited one round trip per
+    doubling would read a big file slowly for its first megabytes."""
+    data, etag = put(s3, bucket, "big", 40 * MiB)
+    reader = reader_of(store, pool, "big", etag, len(data))
+    assert reader.read(0, KERNEL_READ) == data[:KERNEL_READ]
+    assert store.ranges == [(0, READ_AHEAD_FIRST)]  # a first read alone asks for little
+    for offset in range(KERNEL_READ, 6 * KERNEL_READ, KERNEL_READ):
+        assert reader.read(offset, KERNEL_READ) == data[offset:offset + KERNEL_READ]
+    # Five reads later (768 KiB read, all within the first request), the window
+    # has doubled five times, to its maximum, and is requested.
+    assert max(end for _, end in store.ranges) >= pool.window - READ_PART
+    reader.close()
+    wait_until(lambda: pool.held == 0, 30, "the read-ahead to be given back")
+
+
 def test_random_reads_fetch_only_what_they_ask_for(s3, bucket, store, pool):
     data, etag = put(s3, bucket, "big", 24 * MiB)
     reader = reader_of(store, pool, "big", etag, len(data))
