@@ -154,8 +154,10 @@ class DirEntry:
 
 @dataclasses.dataclass(slots=True)
 class DirHandle:
+    ino: int
     path: str
     entries: list[DirEntry]
+    read: bool = False  # a readdir was served: a later one from offset 0 is a rewind
 
 
 @dataclasses.dataclass(slots=True)
@@ -664,6 +666,10 @@ class Filesystem:
 
     def opendir(self, ino: int) -> int:
         path = self._path(ino)
+        return self._add_handle(DirHandle(ino, path, self._dir_entries(ino, path)))
+
+    def _dir_entries(self, ino: int, path: str) -> list[DirEntry]:
+        """The directory as it is now: its listing within the TTL, else listed anew."""
         children = self.cache.listing_copy(path)
         self.stats.count("listing_cache_misses" if children is None else "listing_cache_hits")
         if children is None:
@@ -686,14 +692,19 @@ class Filesystem:
             else:
                 attr = None
             entries.append(DirEntry(name, self.inodes.number(child_path, counted=False), attr))
-        return self._add_handle(DirHandle(path, entries))
+        return entries
 
     def readdir(self, fh: int, offset: int) -> Iterator[tuple[DirEntry, int]]:
         """The entries from ``offset`` on, with the offset of the next; the kernel
-        takes what fits in its buffer and asks again from there."""
+        takes what fits in its buffer and asks again from there. A read from offset
+        0 of a handle read before is a rewinddir(3), which POSIX makes see the
+        directory as a new opendir would: it may list the directory (a request)."""
         handle: DirHandle = self._handle(fh)
         if offset > 0:
             self.cache.renew_listing(handle.path)
+        elif handle.read:
+            handle.entries = self._dir_entries(handle.ino, handle.path)
+        handle.read = True
         entries = handle.entries
         return ((entries[index], index + 1) for index in range(offset, len(entries)))
 

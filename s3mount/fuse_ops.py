@@ -140,10 +140,11 @@ class FuseOperations(llfuse.Operations):
         return self.fs.opendir(inode)
 
     def readdir(self, fh: int, off: int) -> Iterator[tuple[bytes, llfuse.EntryAttributes, int]]:
-        # A generator cannot release the lock around yields; the listing was
-        # fetched in opendir, so this only reads memory.
+        # A generator cannot release the lock around yields: only the call that may
+        # list the directory again (a rewind) runs without it.
         try:
-            entries: Iterator[tuple[DirEntry, int]] = self.fs.readdir(fh, off)
+            with llfuse.lock_released:
+                entries: Iterator[tuple[DirEntry, int]] = self.fs.readdir(fh, off)
         except FsError as exc:
             raise llfuse.FUSEError(exc.errno) from None
         for entry, next_offset in entries:
