@@ -124,6 +124,9 @@ class BlockCache:
         self._entries: dict[str, _Entry] = {}
         self._lru: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._used = 0
+        # Bytes of runs given room and being written: parallel read-ahead parts
+        # must not all be given the same room.
+        self._reserved = 0
         disk = os.statvfs(cache_dir)
         self._floor = disk.f_blocks * disk.f_frsize * MIN_DISK_FREE_RATIO // 100
         if wipe:
@@ -212,24 +215,34 @@ class BlockCache:
                 return end
             while last > first and not self._make_room((last - first) * self.block):
                 last -= 1
-            if last <= first:
+            if last <= first or self._entries.get(entry.name) is not entry:
+                # Making room may have evicted all of this entry's blocks, and with
+                # them the entry: a data file made now would be counted by nobody.
                 return end
             try:
                 fd = os.open(self._data_path(entry.name), os.O_WRONLY | os.O_CREAT, 0o600)
             except OSError as exc:
                 log.warning("cannot write the read cache (%s)", exc.strerror)
                 return end
+            room = (last - first) * self.block
+            self._reserved += room
+            self._publish()
         try:
             offset = first * self.block
             pwrite_all(fd, memoryview(data)[offset - start:min(last * self.block, entry.size)
                                             - start], offset)
         except OSError as exc:
             log.warning("cannot write the read cache (%s)", exc.strerror)
+            with self._lock:
+                self._reserved -= room
+                self._publish()
             return end
         finally:
             os.close(fd)
         with self._lock:
+            self._reserved -= room
             if self._entries.get(entry.name) is not entry:
+                self._publish()
                 return end  # another version was opened meanwhile: its file is new
             for b in range(first, last):
                 entry.blocks.add(b)
@@ -337,7 +350,7 @@ class BlockCache:
         self._entries.clear()
         self._lru.clear()
         self._used = 0
-        self._space.update(BLOCKS_OWNER, 0)
+        self._publish()
 
     # Space
 
@@ -363,7 +376,7 @@ class BlockCache:
 
     def _floor_shortfall(self, extra: int) -> int:
         disk = os.statvfs(self.directory)
-        return self._floor - (disk.f_bavail * disk.f_frsize - extra)
+        return self._floor - (disk.f_bavail * disk.f_frsize - extra - self._reserved)
 
     def _evict(self, wanted: int) -> int:
         victims: dict[str, list[int]] = {}
@@ -412,7 +425,11 @@ class BlockCache:
             usage = 0
         self._used += usage - entry.usage
         entry.usage = usage
-        self._space.update(BLOCKS_OWNER, self._used)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Tell the CacheSpace what the read cache holds, runs being written included."""
+        self._space.update(BLOCKS_OWNER, self._used + self._reserved)
 
     # Files
 
@@ -479,7 +496,7 @@ class BlockCache:
             self._lru.pop((entry.name, b), None)
         self._entries.pop(entry.name, None)
         self._used -= entry.usage
-        self._space.update(BLOCKS_OWNER, self._used)
+        self._publish()
 
     def _load(self) -> None:
         """The entries a previous mount left, least recently used first (the

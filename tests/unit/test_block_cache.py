@@ -257,3 +257,50 @@ def test_blocks_evicted_during_a_flush_are_not_in_the_index(
     assert again.get("k", "e", 0, BLOCK) is None
     assert again.get("k", "e", BLOCK, len(body)) == body[BLOCK:]
     again.close()
+
+
+def test_parallel_puts_share_the_room_instead_of_each_taking_it(
+        tmp_path: Path, monkeypatch) -> None:
+    """Read-ahead parts are stored by several threads at once: a run being
+    written counts against the limit, so a second run does not get its room."""
+    import s3mount.block_cache as block_cache
+
+    limit = 4 * BLOCK
+    cache = make(tmp_path, max_bytes=limit)
+    bodies = {key: os.urandom(4 * BLOCK) for key in ("first", "second")}
+    for key, body in bodies.items():
+        cache.open_version(key, "e", len(body))
+    writing, may_finish = threading.Event(), threading.Event()
+    real_pwrite_all = block_cache.pwrite_all
+
+    def slow_pwrite_all(fd: int, data, offset: int) -> None:
+        if not writing.is_set():
+            writing.set()
+            assert may_finish.wait(10)
+        real_pwrite_all(fd, data, offset)
+
+    monkeypatch.setattr(block_cache, "pwrite_all", slow_pwrite_all)
+    first = threading.Thread(target=cache.put, args=("first", "e", 0, bodies["first"]))
+    first.start()
+    assert writing.wait(10)
+    cache.put("second", "e", 0, bodies["second"])  # while the first run is written
+    may_finish.set()
+    first.join(10)
+    assert data_usage(cache) <= limit
+    assert cache.used <= limit
+    assert cache.get("first", "e", 0, 4 * BLOCK) == bodies["first"]
+    cache.close()
+
+
+def test_a_run_that_evicts_its_own_entry_leaves_no_uncounted_file(tmp_path: Path) -> None:
+    """A file read from its start that is bigger than the cache evicts its own
+    first blocks; when that empties the entry, the entry goes, and the run must
+    not make a new data file that nothing counts."""
+    limit = 2 * BLOCK
+    cache = make(tmp_path, max_bytes=limit)
+    body = os.urandom(4 * BLOCK)
+    cache.open_version("k", "e", len(body))
+    cache.put("k", "e", 0, body[:2 * BLOCK])
+    cache.put("k", "e", 2 * BLOCK, body[2 * BLOCK:])
+    assert data_usage(cache) == cache.used <= limit
+    cache.close()
