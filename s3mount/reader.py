@@ -3,11 +3,15 @@ ETag seen at open, with a read-ahead window for sequential reads.
 
 The window works like mountpoint-s3's prefetcher. A read where the previous
 one ended (or at the start of the file) begins a sequential stream: a first
-request of READ_AHEAD_FIRST bytes, then a window that doubles at each read
-that continues the stream, up to the maximum (doubling once per window
-consumed would make the reader wait one round trip per doubling), requested
-in parts of at most READ_PART bytes that are fetched in parallel (by the
-shared ReadPool's threads). Reads that jump
+request of READ_AHEAD_FIRST bytes, then a window that doubles up to the
+maximum, requested in parts of at most READ_PART bytes that are fetched in
+parallel (by the shared ReadPool's threads). The window of a stream from the
+start of the file doubles at each read that continues it: such a stream is
+most likely a whole-file read (cp, cat, dd; the kernel's own read-ahead
+assumes as much), and doubling once per window consumed would make it wait
+one round trip per doubling. Any other stream doubles once half of its window
+is consumed, so that a 1 MiB read in the middle of a big file fetches a few
+MiB, not the whole window. Reads that jump
 forward within what was requested, or back by at most READ_BACK bytes, are
 served from it; any other read drops it and fetches only the bytes it asks
 for (a random read), and a read that continues it begins a new stream.
@@ -121,6 +125,7 @@ class ObjectReader:
         self._parts: list[_Part] = []
         self._fetched_to = 0
         self._window = 0
+        self._from_start = False  # the stream began at offset 0
         self._next_offset = 0
         if cache is not None:
             cache.open_version(key, etag, size)
@@ -176,6 +181,7 @@ class ObjectReader:
                 self._window = 0
                 return self._get(self.key, self.etag, self.size, offset, end, whole=False)
             self._window = READ_AHEAD_FIRST
+            self._from_start = offset == 0
             self._fetched_to = offset
             self._request(offset, max(end, offset + self._window), needed_to=end)
         if end > self._fetched_to:
@@ -183,7 +189,7 @@ class ObjectReader:
         data = self._collect(offset, end)
         self._next_offset = end
         self._forget_before(offset - READ_BACK)
-        self._read_ahead(end, grow=continued)
+        self._read_ahead(end, grow=continued and self._from_start)
         return data
 
     def _continues(self, offset: int) -> bool:
@@ -193,9 +199,9 @@ class ObjectReader:
 
     def _read_ahead(self, position: int, *, grow: bool) -> None:
         """Keep the window requested ahead of ``position``, while the pool's budget
-        allows: below its maximum the window doubles at each read that continues
-        the stream (``grow``); at it, more is requested once half of it, or a
-        whole part, is free."""
+        allows: more is requested once half of it, or a whole part, is free, and
+        the window doubles each time; with ``grow``, below its maximum, it doubles
+        at this read whatever is free."""
         ahead = self._fetched_to - position
         if self._fetched_to >= self.size:
             return

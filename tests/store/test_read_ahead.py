@@ -99,9 +99,9 @@ def test_sequential_read_uses_parallel_ranges_in_a_growing_window(s3, bucket, st
     wait_until(lambda: pool.held == 0, 30, "the read-ahead to be given back")
 
 
-def test_the_window_doubles_at_each_read_of_a_stream(s3, bucket, store, pool):
-    """Not once per window consumed: a reader that waited one round trip per
-    doubling would read a big file slowly for its first megabytes."""
+def test_the_window_of_a_stream_from_the_start_doubles_at_each_read(s3, bucket, store, pool):
+    """Not once per window consumed: a whole-file reader that waited one round
+    trip per doubling would read a big file slowly for its first megabytes."""
     data, etag = put(s3, bucket, "big", 40 * MiB)
     reader = reader_of(store, pool, "big", etag, len(data))
     assert reader.read(0, KERNEL_READ) == data[:KERNEL_READ]
@@ -111,6 +111,20 @@ def test_the_window_doubles_at_each_read_of_a_stream(s3, bucket, store, pool):
     # Five reads later (768 KiB read, all within the first request), the window
     # has doubled five times, to its maximum, and is requested.
     assert max(end for _, end in store.ranges) >= pool.window - READ_PART
+    reader.close()
+    wait_until(lambda: pool.held == 0, 30, "the read-ahead to be given back")
+
+
+def test_a_stream_in_the_middle_doubles_once_half_its_window_is_read(s3, bucket, store,
+                                                                     pool):
+    """A 1 MiB read in the middle of a big file (a column chunk, a database page)
+    fetches a few MiB, not the whole window."""
+    data, etag = put(s3, bucket, "big", 40 * MiB)
+    reader = reader_of(store, pool, "big", etag, len(data))
+    start = 16 * MiB
+    for offset in range(start, start + MiB, KERNEL_READ):
+        assert reader.read(offset, KERNEL_READ) == data[offset:offset + KERNEL_READ]
+    assert max(end for _, end in store.ranges) <= start + MiB + 2 * READ_AHEAD_FIRST
     reader.close()
     wait_until(lambda: pool.held == 0, 30, "the read-ahead to be given back")
 
