@@ -17,6 +17,7 @@ import os
 import stat
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn
@@ -58,6 +59,8 @@ SYMLINK_MAX = 4095
 SYMLINK_CONTENT_TYPE = "application/octet-stream"
 # Entries of one listing whose attributes are fetched ahead of the lookups.
 PREFETCH_LIMIT = 5000
+# Listed directories remembered until a first lookup starts their prefetches.
+PREFETCH_WAITING_DIRS = 1024
 # Background uploads that failed are tried again after this long, doubling.
 RETRY_FIRST_SECONDS = 2.0
 RETRY_MAX_SECONDS = 120.0
@@ -204,6 +207,9 @@ class Filesystem:
         self._prefetcher = ThreadPoolExecutor(settings.multireq_max,
                                               thread_name_prefix="s3mount-prefetch")
         self._prefetches: dict[str, Future[tuple[Node | None, int]]] = {}
+        # Listed directory → the kinds of entry (is_dir) whose prefetches wait for
+        # a first lookup of that kind, oldest first.
+        self._prefetches_waiting: OrderedDict[str, set[bool]] = OrderedDict()
         self._read_pool = ReadPool(settings.max_thread_count, window=settings.read_ahead_max,
                                    total=settings.read_ahead_total)
         self._prefetches_lock = threading.Lock()
@@ -415,6 +421,29 @@ class Filesystem:
             return False, None  # the caller's own request will report the error
         return (True, node) if since == self.cache.changes else (False, None)
 
+    def _prefetch_siblings(self, parent: str, name: str) -> None:
+        """The first lookup of a file (or of a directory) in a listed directory starts
+        the attribute lookups of all its listed files (or directories): `ls -l`
+        looks up every entry, `find` only the directories, a plain readdir
+        (`os.listdir`, `ls` into a pipe, a glob) none, and none of them pays
+        for lookups it does not make."""
+        with self._prefetches_lock:
+            if parent not in self._prefetches_waiting:
+                return
+        listing = self.cache.listing(parent)
+        child = listing.get(name) if listing is not None else None
+        if listing is None or child is None:
+            return
+        with self._prefetches_lock:
+            kinds = self._prefetches_waiting.get(parent)
+            if kinds is None or child.is_dir not in kinds:
+                return
+            kinds.discard(child.is_dir)
+            if not kinds:
+                del self._prefetches_waiting[parent]
+        self._start_prefetches(parent, {other: listed for other, listed in listing.items()
+                                        if listed.is_dir == child.is_dir})
+
     def _start_prefetches(self, path: str, children: Mapping[str, ListedChild]) -> None:
         """Look up the attributes of a listed directory's entries in parallel, so
         that the lookups of `ls -l` find them ready (one LIST + one HEAD each)."""
@@ -558,6 +587,7 @@ class Filesystem:
             if skip_reason(name) is not None:
                 raise FsError(errno.ENOENT)
             path = f"{parent}/{name}" if parent else name
+            self._prefetch_siblings(parent, name)
         node = self._listed_node(path) or self._resolve(path)
         return self.inodes.number(path, counted=True), self.shown(node.stored)
 
@@ -678,7 +708,11 @@ class Filesystem:
             self._unlisted_open_files(path, children)
             self.cache.put_listing(path, dict(children), since)
         if not self.settings.attrs_from_list:
-            self._start_prefetches(path, children)
+            with self._prefetches_lock:
+                self._prefetches_waiting[path] = {False, True}
+                self._prefetches_waiting.move_to_end(path)
+                if len(self._prefetches_waiting) > PREFETCH_WAITING_DIRS:
+                    self._prefetches_waiting.popitem(last=False)
         entries = [DirEntry(".", ino, None),
                    DirEntry("..", self.inodes.number(path.rpartition("/")[0], counted=False)
                             if path else ROOT_INODE, None)]

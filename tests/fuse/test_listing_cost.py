@@ -62,12 +62,46 @@ def test_ls_l_of_a_cold_directory_costs_one_list_and_one_head_per_entry(s3, buck
     assert seen == []  # within stat_cache_expire: served from the caches
 
 
+def test_a_plain_readdir_fetches_no_attributes(s3, bucket, mount, proxy):
+    """os.listdir, a glob or `ls` into a pipe read names and types only: no HEAD.
+    The first lookup of a file starts the attribute lookups of the listed files,
+    that of a directory those of the listed directories (`find` looks up only
+    directories)."""
+    for number in range(40):
+        s3.put_object(Bucket=bucket, Key=f"d/f{number:02}", Body=b"x")
+    for number in range(3):
+        s3.put_object(Bucket=bucket, Key=f"d/sub{number}/", Body=b"",
+                      ContentType="application/x-directory")
+    m = mount(bucket, url=proxy.url)
+    os.stat(m.path / "d")
+    seen = record_requests(proxy)
+
+    def heads_below(prefix: str) -> list[str]:
+        return [target for operation, target in seen
+                if operation == "HeadObject" and f"/d/{prefix}" in target]
+
+    assert len(os.listdir(m.path / "d")) == 43
+    # Requests made after it, in order: any HEAD of the listing's entries that a
+    # readdir started would come before these.
+    assert not (m.path / "elsewhere").exists()
+    marker = len(seen)
+    assert heads_below("") == [], seen[:marker]
+    assert os.stat(m.path / "d" / "f07").st_size == 1
+    assert all(os.stat(m.path / "d" / f"f{number:02}").st_size == 1 for number in range(40))
+    assert sorted(heads_below("f")) == sorted(set(heads_below("f")))  # one HEAD each
+    assert len(heads_below("f")) == 40
+    assert heads_below("sub") == []  # no directory was looked up
+    assert os.path.isdir(m.path / "d" / "sub1")
+    assert all(os.path.isdir(m.path / "d" / f"sub{number}") for number in range(3))
+    assert 1 <= len(heads_below("sub")) <= 3 * 3  # at most marker, same name, $folder$
+
+
 def test_changes_made_during_a_listing_win_over_its_lookups(s3, bucket, mount):
     for number in range(50):
         s3.put_object(Bucket=bucket, Key=f"d/f{number:02}", Body=b"old")
     m = mount(bucket)
-    os.listdir(m.path / "d")  # starts the attribute lookups
-    os.unlink(m.path / "d" / "f00")
+    os.listdir(m.path / "d")
+    os.unlink(m.path / "d" / "f00")  # its lookup starts those of all the files
     (m.path / "d" / "f01").write_bytes(b"new content")
     os.chmod(m.path / "d" / "f02", 0o600)
     names = os.listdir(m.path / "d")
@@ -116,8 +150,8 @@ def test_a_walk_that_outlasts_the_ttl_keeps_its_listing(s3, bucket, mount, proxy
         time.sleep(WALK_TTL * 0.6)  # the LIST is now older than the TTL
         seen = record_requests(proxy)
         # Looked up in the open directory: the lookup of "walk" itself, which
-        # expired too, is not what is measured here. Without attrs_from_list the
-        # attributes of an early entry, prefetched at the LIST, have expired too.
+        # expired too, is not what is measured here. Without attrs_from_list this
+        # first lookup starts the attribute lookups of the listed files.
         assert os.stat(names[10], dir_fd=directory).st_size == 4
         read += [entry.name for entry in walk]
     os.close(directory)
@@ -126,4 +160,5 @@ def test_a_walk_that_outlasts_the_ttl_keeps_its_listing(s3, bucket, mount, proxy
     if option == "attrs_from_list":
         assert seen == []
     else:
-        assert [operation for operation, _ in seen] in ([], ["HeadObject"])
+        heads = [target for operation, target in seen if operation == "HeadObject"]
+        assert len(heads) == len(seen) and len(set(heads)) == len(heads) <= len(names)
