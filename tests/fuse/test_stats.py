@@ -68,6 +68,7 @@ def test_errors_and_listing_cache_are_counted(s3, bucket, mount, proxy):
     assert stats["listing_cache"]["misses"] >= 1
     assert stats["listing_cache"]["hits"] >= 1
 
+    assert os.stat(m.path / "dir/f").st_size == 1  # its attributes, ETag included, cached
     s3.put_object(Bucket=bucket, Key="dir/f", Body=b"changed")  # a stale ETag on read
     fd = os.open(m.path / "dir/f", os.O_RDONLY)
     try:
