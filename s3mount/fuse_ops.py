@@ -139,15 +139,14 @@ class FuseOperations(llfuse.Operations):
     def opendir(self, inode: int, ctx: Any = None) -> int:
         return self.fs.opendir(inode)
 
+    @handler
+    def _readdir(self, fh: int, off: int) -> Iterator[tuple[DirEntry, int]]:
+        return self.fs.readdir(fh, off)  # a rewind lists the directory again
+
     def readdir(self, fh: int, off: int) -> Iterator[tuple[bytes, llfuse.EntryAttributes, int]]:
         # A generator cannot release the lock around yields: only the call that may
-        # list the directory again (a rewind) runs without it.
-        try:
-            with llfuse.lock_released:
-                entries: Iterator[tuple[DirEntry, int]] = self.fs.readdir(fh, off)
-        except FsError as exc:
-            raise llfuse.FUSEError(exc.errno) from None
-        for entry, next_offset in entries:
+        # list the directory again runs without it (and logs as every handler does).
+        for entry, next_offset in self._readdir(fh, off):
             yield os.fsencode(entry.name), self._entry(entry.ino, entry.attr), next_offset
 
     @handler
