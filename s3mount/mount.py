@@ -99,6 +99,8 @@ def store_settings(config: MountConfig, environ: Mapping[str, str]) -> StoreSett
         only_instance_role=bool(s.iam_role),
         sse_c=sse_c,
         requester_pays=s.requester_pays,
+        content_md5=s.enable_content_md5,
+        unsigned_payload=s.enable_unsigned_payload,
     )
 
 

@@ -420,7 +420,10 @@ OPTIONS: tuple[Option, ...] = (
            help="Where the private cache directory is made when use_cache is not given "
                 "(default: $TMPDIR or /tmp)."),
     Option("stat_cache_interval_expire", _integer(0), None, CACHE, _P),
-    Option("kernel_cache", None, False, CACHE, _P),
+    Option("kernel_cache", None, False, CACHE, _I,
+           help="Accepted; s3mount always keeps a file's pages in the kernel's page cache "
+                "across opens, and drops them when it finds the object changed (another "
+                "ETag or size)."),
     Option("fake_diskfree", _integer(0), None, CACHE, _P),
     Option("set_check_cache_sigusr1", _string, None, CACHE, _U,
            note="s3mount's cache needs no integrity dump"),
@@ -476,8 +479,14 @@ OPTIONS: tuple[Option, ...] = (
            help="SSE-C keys (same file format as use_sse=custom:FILE) to read objects "
                 "encrypted with them. New objects are encrypted only with use_sse=custom; "
                 "without use_sse, copies (chmod, rename) keep an object's SSE-C key."),
-    Option("enable_content_md5", None, False, UPLOAD, _P, note=_WRITES),
-    Option("enable_unsigned_payload", None, False, UPLOAD, _P, note=_WRITES),
+    Option("enable_content_md5", None, False, UPLOAD,
+           help="Send the MD5 of every uploaded body (PutObject, UploadPart) as Content-MD5, "
+                "so that the server checks the data it stores and refuses a body damaged on "
+                "the way (BadDigest, retried). Costs an MD5 of every byte uploaded."),
+    Option("enable_unsigned_payload", None, False, UPLOAD,
+           help="Sign requests without the SHA-256 of their body (UNSIGNED-PAYLOAD): less "
+                "CPU per byte uploaded, but the signature no longer covers the data. Over "
+                "https with enable_content_md5 that is botocore's default anyway."),
     Option("ahbe_conf", _string, None, UPLOAD, _P, note=_WRITES),
     Option("mime", _string, None, UPLOAD, metavar="FILE",
            help="MIME table for Content-Type by file extension (default: /etc/mime.types, "

@@ -36,6 +36,9 @@ TRANSIENT_CODES = frozenset({
     "RequestThrottledException", "TooManyRequests", "TooManyRequestsException",
     "RequestLimitExceeded", "BandwidthLimitExceeded", "RequestTimeout", "RequestTimeoutException",
     "InternalError", "ServiceUnavailable", "PriorRequestNotComplete",
+    # A body that reached the server damaged (its Content-MD5 or signed SHA-256 does
+    # not match): sent again from the same bytes.
+    "BadDigest", "XAmzContentSHA256Mismatch",
 })
 
 

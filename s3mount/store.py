@@ -102,6 +102,7 @@ def _failure_name(exc: BaseException) -> str:
     return type(cause if cause is not None else exc).__name__
 
 
+MD5_CHUNK = 1024 * 1024  # read size of an upload body's Content-MD5
 SSE_C_ALGORITHM = "AES256"
 SSE_C_KEY_BYTES = 32
 # How S3 refuses an SSE-C request whose key does not fit the object: 400 for
@@ -326,6 +327,8 @@ class StoreSettings:
     write_extras: Mapping[str, str] = dataclasses.field(default_factory=dict)
     sse_c: SseC | None = None  # customer-provided keys (SSE-C)
     requester_pays: bool = False  # x-amz-request-payer: requester on every request
+    content_md5: bool = False  # Content-MD5 on PutObject and UploadPart
+    unsigned_payload: bool = False  # x-amz-content-sha256: UNSIGNED-PAYLOAD
 
 
 _MONTHS = {name: number for number, name in enumerate(
@@ -401,7 +404,10 @@ class Store:
             _keep_only_instance_role(session)
         config = Config(
             signature_version=UNSIGNED if settings.anonymous else "s3v4",
-            s3={"addressing_style": "path" if settings.path_style else "virtual"},
+            s3={"addressing_style": "path" if settings.path_style else "virtual",
+                # None: botocore's choice (signed, except streamed bodies over https with a
+                # Content-MD5); False: never signed.
+                "payload_signing_enabled": False if settings.unsigned_payload else None},
             max_pool_connections=settings.max_connections,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
@@ -441,6 +447,10 @@ class Store:
         # Many S3-compatible servers insist on Content-MD5 for multi-object delete,
         # which botocore no longer sends by default.
         self._client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+        if settings.content_md5:
+            for operation in ("PutObject", "UploadPart"):
+                self._client.meta.events.register(f"before-sign.s3.{operation}",
+                                                  _add_content_md5)
         if settings.requester_pays:
             # Every operation, signed (before-sign), including those whose botocore
             # model lacks the RequestPayer parameter.
@@ -1025,11 +1035,21 @@ def _set_header(request: Any, name: str, value: str) -> None:
 
 
 def _add_content_md5(request: Any, **_: Any) -> None:
-    body = request.body if isinstance(request.body, bytes) else (request.body or b"")
-    if isinstance(body, str):
-        body = body.encode()
-    digest = hashlib.md5(body, usedforsecurity=False).digest()
-    _set_header(request, "Content-MD5", base64.b64encode(digest).decode())
+    _set_header(request, "Content-MD5", base64.b64encode(_body_md5(request.body)).decode())
+
+
+def _body_md5(body: Any) -> bytes:
+    """The MD5 of a request body: bytes, str, or the seekable file object that
+    botocore makes of an upload's bytes (read whole, then put back where it was)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    if hasattr(body, "read"):
+        position = body.tell()
+        while chunk := body.read(MD5_CHUNK):
+            digest.update(chunk)
+        body.seek(position)
+    elif body:
+        digest.update(body.encode() if isinstance(body, str) else body)
+    return digest.digest()
 
 
 def _add_request_payer(request: Any, **_: Any) -> None:

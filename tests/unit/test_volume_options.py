@@ -76,7 +76,7 @@ def test_translations(opts: dict, expected: tuple[str, ...]) -> None:
         ({"bucket": "b", "mount_options": "allow_other"}, "must be a map"),
         ({"bucket": "b", "uid": "nobody-such-user"}, "bad value 'nobody-such-user' for option"),
         ({"bucket": "b", "multipart_size": "1"}, "must be at least 5"),
-        ({"bucket": "b", "kernel_cache": ""}, "not yet supported"),
+        ({"bucket": "b", "fake_diskfree": "5"}, "not yet supported"),
         ({"bucket": "b", "sigv2": ""}, "not supported"),
         ({"bucket": "b", "access_key_id": "AK"}, "give both access_key_id and"),
         ({"bucket": "b", "access_key_id": "AK", "secret_access_key": "s",
