@@ -68,20 +68,23 @@ class ReopenableFileHandler(logging.FileHandler):
             self.stream = self._open()
 
 
-def setup_logging(level: str, *, to_stderr: bool, logfile: str | None = None) -> None:
-    """Send records to ``logfile`` if given, else stderr (foreground) or syslog."""
+def setup_logging(level: str, *, to_stderr: bool, logfile: str | None = None,
+                  timestamps: bool = True) -> None:
+    """Send records to ``logfile`` if given, else stderr (foreground) or syslog; lines
+    to a file or stderr start with the time unless ``timestamps`` is off
+    (no_time_stamp_msg: journald and other collectors add their own)."""
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
         old.close()
+    time = "%(asctime)s " if timestamps else ""
     if logfile:
         handler: logging.Handler = ReopenableFileHandler(logfile, encoding="utf-8")
         handler.setFormatter(logging.Formatter(
-            f"%(asctime)s s3mount[{os.getpid()}] %(levelname)s %(name)s: %(message)s"))
+            f"{time}s3mount[{os.getpid()}] %(levelname)s %(name)s: %(message)s"))
     elif to_stderr:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(f"{time}%(levelname)s %(name)s: %(message)s"))
     else:
         address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
         handler = logging.handlers.SysLogHandler(

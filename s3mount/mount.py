@@ -360,13 +360,15 @@ def run(config: MountConfig) -> int:
 
     return detach(serve_detached,
                   after_fork=lambda: setup_logging(s.dbglevel, to_stderr=False,
-                                                   logfile=s.logfile))
+                                                   logfile=s.logfile,
+                                                   timestamps=not s.no_time_stamp_msg))
 
 
 def start_logging(config: MountConfig, *, to_stderr: bool) -> None:
     s = config.settings
     try:
-        setup_logging(s.dbglevel, to_stderr=to_stderr, logfile=s.logfile)
+        setup_logging(s.dbglevel, to_stderr=to_stderr, logfile=s.logfile,
+                      timestamps=not s.no_time_stamp_msg)
     except OSError as exc:
         raise S3mountError(f"cannot open the log file {s.logfile}: {exc.strerror}; check "
                            "-o logfile=") from None

@@ -544,7 +544,10 @@ OPTIONS: tuple[Option, ...] = (
                 "SIGHUP, for logrotate."),
     Option("curldbg", _string, None, LOGGING, _U, note="use dbglevel=debug"),
     Option("insecure_logging", None, False, LOGGING, _U, note="secrets are never logged"),
-    Option("no_time_stamp_msg", None, False, LOGGING, _P),
+    Option("no_time_stamp_msg", None, False, LOGGING,
+           help="Log lines to logfile or stderr without the date and time in front "
+                "(for journald and other collectors that add their own; syslog lines "
+                "never have it)."),
     # Mount behaviour (FUSE and mount(8))
     Option("ro", None, False, MOUNT, negations=("rw",),
            help="Read-only mount: every change fails with EROFS."),

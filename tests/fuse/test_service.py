@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -127,6 +128,25 @@ def test_logfile_gets_the_daemon_log_and_is_reopened_on_sighup(s3_server, bucket
         stop_daemon(mountpoint)
     assert f"unmounted {mountpoint}" in log_path.read_text()
     assert "Traceback" not in log_path.read_text() + rotated.read_text()
+
+
+@pytest.mark.parametrize("stamped", [True, False])
+def test_no_time_stamp_msg_drops_the_time_in_front_of_log_lines(
+        s3_server, bucket, passwd_file, mountpoint, daemon_env, tmp_path, stamped):
+    log_path = tmp_path / "s3mount.log"
+    options = (f"url={s3_server.url},passwd_file={passwd_file},dbglevel=info,"
+               f"logfile={log_path}" + ("" if stamped else ",no_time_stamp_msg"))
+    result = run_s3mount(bucket, str(mountpoint), "-o", options, env=daemon_env)
+    try:
+        assert result.returncode == 0, result.stderr
+    finally:
+        stop_daemon(mountpoint)
+    lines = log_path.read_text().splitlines()
+    assert any(f"mounted {bucket} at {mountpoint}" in line for line in lines)
+    dated = [line for line in lines if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line)]
+    assert dated == (lines if stamped else [])
+    if not stamped:  # the mounting process's lines, then the daemon's
+        assert all(re.match(r"s3mount\[\d+\] (INFO|WARNING|ERROR) ", line) for line in lines)
 
 
 def test_unwritable_logfile_is_a_one_line_error(s3_server, bucket, passwd_file, mountpoint,
