@@ -144,6 +144,7 @@ def transfer_settings(config: MountConfig) -> TransferSettings:
         streamupload=s.streamupload,
         max_dirty_data=dirty_window(s.max_dirty_data, s.max_cache_size),
         nocopyapi=s.nocopyapi,
+        nomixupload=s.nomixupload,
         max_thread_count=s.max_thread_count,
     )
 

@@ -446,7 +446,10 @@ OPTIONS: tuple[Option, ...] = (
                 "reported by the next close() or fsync() as EIO."),
     Option("nomultipart", None, False, UPLOAD,
            help="Never use multipart uploads (files above 5 GiB then fail with EFBIG)."),
-    Option("nomixupload", None, False, UPLOAD, _P, note=_WRITES),
+    Option("nomixupload", None, False, UPLOAD,
+           help="Upload every part of a changed file: no unchanged range is copied "
+                "server-side (UploadPartCopy) into its multipart upload, and big files "
+                "are not uploaded while written, as that ends in such a copy."),
     Option("streamupload", None, False, UPLOAD,
            help="Upload a big file written from its start while it is written: parts go "
                 "up in the background once multipart_threshold bytes are written (without "

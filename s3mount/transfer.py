@@ -47,6 +47,7 @@ class TransferSettings:
     # Bytes of a streamed file kept on local disk at most (None: all of it).
     max_dirty_data: int | None = 5120 * MiB
     nocopyapi: bool = False  # never use CopyObject/UploadPartCopy: download and re-upload
+    nomixupload: bool = False  # uploads of changed files send every part (no UploadPartCopy)
     max_thread_count: int = 10  # parallel part requests
     # Bytes of content held in memory by all uploads of the mount together.
     max_bytes_in_flight: int = 48 * MiB
@@ -239,7 +240,7 @@ class Transfer:
                 body = _read_exactly(source, 0, size) if size else b""
                 return self._store.put(key, body, metadata=metadata,
                                        content_type=content_type)
-        copy_from = None if settings.nocopyapi else original
+        copy_from = None if settings.nocopyapi or settings.nomixupload else original
 
         def send(upload_id: str, number: int, offset: int, length: int) -> str:
             if (copy_from is not None and self._copy_supported

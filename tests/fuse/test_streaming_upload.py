@@ -65,6 +65,22 @@ def test_without_streamupload_a_big_file_goes_up_at_close(s3, bucket, mount, pro
     assert counts["CopyObject"] == 0, counts
 
 
+def test_nomixupload_uploads_at_close_without_a_copy(s3, bucket, mount, proxy):
+    """Streaming ends in a server-side self-copy, which nomixupload rules out."""
+    m = mount(bucket, *SMALL_PARTS, "nomixupload", url=proxy.url)
+    data = payload(17 * MiB, seed=4)
+    fd = os.open(m.path / "big", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        write_all(fd, data)
+        assert proxy.counts()["CreateMultipartUpload"] == 0
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "big") == data
+    counts = proxy.counts()
+    assert counts["UploadPart"] == 4 and counts["CreateMultipartUpload"] == 1, counts
+    assert counts["CopyObject"] == 0 and counts["UploadPartCopy"] == 0, counts
+
+
 def test_parts_go_up_before_close_and_close_sets_the_final_metadata(s3, bucket, mount,
                                                                      proxy):
     m = mount(bucket, *SMALL_PARTS, url=proxy.url)

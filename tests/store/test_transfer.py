@@ -7,6 +7,7 @@ so every test moves a few tens of MiB at most.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import threading
@@ -160,6 +161,22 @@ def test_mixupload_sends_only_the_changed_part(s3, bucket: str, store: Store,
     response = s3.get_object(Bucket=bucket, Key="file")
     assert response["Body"].read() == new
     assert response["Metadata"] == {"new": "1"}
+
+
+def test_nomixupload_sends_every_part_of_a_changed_file(s3, bucket: str, store: Store,
+                                                       make_transfer: TransferFactory) -> None:
+    old = payload(20 * MiB)
+    original = put_original(s3, bucket, "file", old)
+    offset = 5 * MiB + 1000
+    new = old[:offset] + b"x" * 4096 + old[offset + 4096:]
+    source = MemorySource(new, changed=((offset, offset + 4096),))
+    settings = dataclasses.replace(SMALL, nomixupload=True)
+    make_transfer(store, settings).upload("file", source, metadata={}, content_type="text/plain",
+                                          original=original)
+    counts = store.request_counts()
+    assert counts["upload_part"] == 4
+    assert "upload_part_copy" not in counts
+    assert body_of(s3, bucket, "file") == new
 
 
 @pytest.mark.parametrize(("changes", "sent", "copied"), [
