@@ -215,6 +215,8 @@ def fuse_options(config: MountConfig) -> set[str]:
         options.add("noexec")
     if not s.atime:
         options.add("noatime")
+    if s.max_read:
+        options.add(f"max_read={s.max_read}")
     return options
 
 

@@ -497,7 +497,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("hard_remove", None, True, UPLOAD, _I,
            help="Accepted; s3mount always deletes an unlinked object at once, and open "
                 "descriptors keep working."),
-    Option("max_read", _integer(4096), None, UPLOAD, _P),
+    Option("max_read", _integer(4096), None, UPLOAD, metavar="BYTES",
+           help="Largest read request the kernel sends to the mount (a FUSE mount "
+                "option); without it, and never more than, 128 KiB with libfuse 2."),
     Option("max_thread_count", _integer(1, 256), 10, UPLOAD,
            aliases=("parallel_count",), metavar="N",
            help="Parallel S3 requests of transfers (parts of uploads, copies and "

@@ -287,3 +287,15 @@ def test_ls_find_and_cp_on_a_tree(s3, bucket, mount, tmp_path):
         assert (copy / os.path.relpath(key, "t")).read_bytes() == body
     assert subprocess.run(["stat", "-c", "%a %s", str(m.path / "t/a.txt")], capture_output=True,
                           text=True, check=True).stdout.split() == ["644", "6"]
+
+
+def test_max_read_reaches_the_kernel(s3, bucket, mount):
+    """max_read is a FUSE mount option: the kernel's mount table shows it, and reads
+    through the mount still return the whole object."""
+    data = random.Random(9).randbytes(300_000)
+    put(s3, bucket, "whole", data)
+    m = mount(bucket, "max_read=16384")
+    with open("/proc/self/mountinfo") as table:
+        [entry] = [line for line in table if f" {m.path} " in line]
+    assert "max_read=16384" in entry.split()[-1].split(",")  # the super block options
+    assert (m.path / "whole").read_bytes() == data

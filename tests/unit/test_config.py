@@ -363,6 +363,12 @@ def test_fuse_options_ask_for_big_writes() -> None:
     assert "fsname=bucket" in options
 
 
+def test_max_read_is_passed_to_fuse_only_when_given() -> None:
+    assert not any(o.startswith("max_read") for o in fuse_options(build(["bucket", "/mnt"])))
+    options = fuse_options(build(["bucket", "/mnt"], ["max_read=65536"]))
+    assert "max_read=65536" in options
+
+
 @pytest.mark.parametrize(
     ("max_dirty_data", "max_cache_size", "window"),
     [(5120, None, 5120 * MiB), (-1, None, None), (5120, 1000, 500 * MiB),
