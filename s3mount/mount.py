@@ -145,6 +145,7 @@ def transfer_settings(config: MountConfig) -> TransferSettings:
         max_dirty_data=dirty_window(s.max_dirty_data, s.max_cache_size),
         nocopyapi=s.nocopyapi,
         nomixupload=s.nomixupload,
+        norenameapi=s.norenameapi,
         max_thread_count=s.max_thread_count,
     )
 

@@ -466,7 +466,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("nocopyapi", None, False, UPLOAD,
            help="Never copy server-side: metadata changes and renames download and "
                 "re-upload (for servers without CopyObject; also detected automatically)."),
-    Option("norenameapi", None, False, UPLOAD, _P, note=_WRITES),
+    Option("norenameapi", None, False, UPLOAD,
+           help="Rename by download and re-upload instead of server-side copies; other "
+                "copies (chmod, utimes) stay server-side. As in s3fs, it implies "
+                "nomixupload."),
     Option("storage_class", _choice(_STORAGE_CLASSES), None, UPLOAD, aliases=("use_rrs",),
            metavar="CLASS",
            help="Storage class of new objects: " + ", ".join(_STORAGE_CLASSES) + " (use_rrs "

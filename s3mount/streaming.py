@@ -163,8 +163,7 @@ class Streamer:
             # uploads at max_dirty_data), while smaller ones avoid the self-copy.
             self._threshold = max(self._threshold, self._dirty_limit // 2)
         self._enabled = ((settings.streamupload or self._dirty_limit is not None)
-                         and not settings.nomultipart and not settings.nocopyapi
-                         and not settings.nomixupload)
+                         and not settings.nomultipart and settings.mixupload)
         self._part = max(settings.multipart_size, MIN_PART)
         # Parts of one stream queued or running at a time, as for any upload (see
         # Transfer._run_parts): a fast writer does not fill the shared pool's queue.

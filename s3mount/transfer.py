@@ -48,9 +48,15 @@ class TransferSettings:
     max_dirty_data: int | None = 5120 * MiB
     nocopyapi: bool = False  # never use CopyObject/UploadPartCopy: download and re-upload
     nomixupload: bool = False  # uploads of changed files send every part (no UploadPartCopy)
+    norenameapi: bool = False  # renames download and re-upload; implies nomixupload (as s3fs)
     max_thread_count: int = 10  # parallel part requests
     # Bytes of content held in memory by all uploads of the mount together.
     max_bytes_in_flight: int = 48 * MiB
+
+    @property
+    def mixupload(self) -> bool:
+        """Whether uploads may copy unchanged ranges server-side (UploadPartCopy)."""
+        return not (self.nocopyapi or self.nomixupload or self.norenameapi)
 
 
 class ByteBudget:
@@ -240,7 +246,7 @@ class Transfer:
                 body = _read_exactly(source, 0, size) if size else b""
                 return self._store.put(key, body, metadata=metadata,
                                        content_type=content_type)
-        copy_from = None if settings.nocopyapi or settings.nomixupload else original
+        copy_from = original if settings.mixupload else None
 
         def send(upload_id: str, number: int, offset: int, length: int) -> str:
             if (copy_from is not None and self._copy_supported
@@ -279,14 +285,14 @@ class Transfer:
         return self._run_parts(upload_id, ranges, send)
 
     def copy(self, source: Original, key: str, *, metadata: Mapping[str, str],
-             content_type: str) -> str:
+             content_type: str, rename: bool = False) -> str:
         """Copy ``source`` to ``key`` with new metadata (REPLACE); return the new ETag.
 
         ``key`` may be ``source.key``: that is how metadata are changed. Without
-        server-side copies the object is downloaded and uploaded again, in parts
-        when large.
+        server-side copies (nocopyapi, or norenameapi for the copy of a
+        ``rename``) the object is downloaded and uploaded again, in parts when large.
         """
-        if not self._settings.nocopyapi and self._copy_supported:
+        if self._server_side(rename):
             try:
                 return self._server_copy(source, key, metadata, content_type)
             except FsError as exc:
@@ -297,14 +303,14 @@ class Transfer:
         return self.upload(key, _ObjectSource(self._store, source), metadata=metadata,
                            content_type=content_type)
 
-    def copy_keeping_metadata(self, source: Original, key: str) -> str:
+    def copy_keeping_metadata(self, source: Original, key: str, *, rename: bool = False) -> str:
         """Copy ``source`` to another key with its metadata and Content-Type as they are.
 
         One request (directive COPY) when the server copies and the object is
         small enough; else the metadata are read with a HEAD and ``copy`` does it.
         """
         settings = self._settings
-        if (not settings.nocopyapi and self._copy_supported
+        if (self._server_side(rename)
                 and source.size <= min(settings.singlepart_copy_limit, MAX_SINGLE_COPY)):
             try:
                 return self._store.copy(source.key, key, metadata=None, content_type=None,
@@ -317,7 +323,13 @@ class Transfer:
         if info is None:
             raise FsError(errno.ENOENT, f"{source.key} vanished during the copy")
         return self.copy(source, key, metadata=info.metadata,
-                         content_type=info.content_type or "application/octet-stream")
+                         content_type=info.content_type or "application/octet-stream",
+                         rename=rename)
+
+    def _server_side(self, rename: bool) -> bool:
+        settings = self._settings
+        return (self._copy_supported and not settings.nocopyapi
+                and not (rename and settings.norenameapi))
 
     def _server_copy(self, source: Original, key: str, metadata: Mapping[str, str],
                      content_type: str) -> str:

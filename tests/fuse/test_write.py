@@ -211,6 +211,22 @@ def test_rename_file_keeps_metadata_and_recomputes_content_type(s3, bucket, moun
     assert (m.path / "target.txt").read_bytes() == b"payload"
 
 
+def test_norenameapi_renames_without_server_side_copies(s3, bucket, mount, proxy):
+    s3.put_object(Bucket=bucket, Key="a.bin", Body=b"payload", Metadata={"mode": "33261"})
+    s3.put_object(Bucket=bucket, Key="dir/inner", Body=b"inner", Metadata={"mode": "33188"})
+    m = mount(bucket, "norenameapi", url=proxy.url)
+    os.rename(m.path / "a.bin", m.path / "b.bin")
+    os.rename(m.path / "dir", m.path / "dir2")
+    assert proxy.counts()["CopyObject"] == 0
+    assert keys(s3, bucket) == ["b.bin", "dir2/inner"]
+    assert body(s3, bucket, "b.bin") == b"payload"
+    assert head(s3, bucket, "b.bin")["Metadata"]["mode"] == "33261"
+    assert head(s3, bucket, "dir2/inner")["Metadata"]["mode"] == "33188"
+    os.chmod(m.path / "b.bin", 0o600)  # not a rename: still a server-side copy
+    assert proxy.counts()["CopyObject"] == 1
+    assert head(s3, bucket, "b.bin")["Metadata"]["mode"] == str(stat.S_IFREG | 0o600)
+
+
 def test_rename_errors_match_linux(s3, bucket, mount):
     m = mount(bucket)
     os.mkdir(m.path / "dir")

@@ -293,6 +293,24 @@ def test_copy_object_not_implemented_falls_back_to_download_and_upload(
     assert response["ContentType"] == "image/png"
 
 
+def test_norenameapi_renames_by_download_and_upload_and_copies_the_rest(
+        s3, bucket: str, store: Store, make_transfer: TransferFactory) -> None:
+    transfer = make_transfer(store, dataclasses.replace(SMALL, norenameapi=True))
+    data = payload(MiB)
+    original = put_original(s3, bucket, "src", data)
+    transfer.copy(original, "moved", metadata={"new": "1"}, content_type="text/plain",
+                  rename=True)
+    transfer.copy_keeping_metadata(original, "moved-too", rename=True)
+    counts = store.request_counts()
+    assert "copy_object" not in counts
+    assert counts["get_object"] == 2 and counts["put_object"] == 2, counts
+    transfer.copy(original, "src", metadata={"mode": "33188"}, content_type="text/plain")
+    assert store.request_counts()["copy_object"] == 1  # not a rename: server-side
+    assert body_of(s3, bucket, "moved") == body_of(s3, bucket, "moved-too") == data
+    assert s3.head_object(Bucket=bucket, Key="moved-too")["Metadata"] == {"old": "1"}
+    assert transfer.settings.mixupload is False  # as in s3fs: no UploadPartCopy either
+
+
 def test_copy_to_the_same_key_replaces_metadata(s3, bucket: str, store: Store,
                                                 make_transfer: TransferFactory) -> None:
     data = payload(MiB)
