@@ -212,11 +212,17 @@ class Streamer:
         module's doc): wait for parts, then punch the oldest ones sent."""
         part = stream.part
         with stream._lock:
-            # Parts that failed count as sent here: they go again at close, and
-            # nothing would wake a writer waiting for them.
+            # While the upload is created nothing can be sent or punched: the writer
+            # waits (once past the window) for it, as it would for parts. Parts that
+            # failed count as sent here: they go again at close, and nothing would
+            # wake a writer waiting for them.
             stream._changed.wait_for(
-                lambda: stream.state is not State.OPEN or not stream._running
-                or stream._prefix() - (stream._handed - len(stream._running)) * part <= limit)
+                lambda: stream.state in (State.WATCHING, State.DONE)
+                or (stream.state is State.STARTING and stream._prefix() <= limit)
+                or (stream.state is State.OPEN and (
+                    not stream._running
+                    or stream._prefix() - (stream._handed - len(stream._running)) * part
+                    <= limit)))
             if stream.state is not State.OPEN or file.journaled:
                 return
             held = file.size - file.punched_size

@@ -16,6 +16,7 @@ import errno
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +78,22 @@ def test_a_streamed_file_keeps_at_most_the_window_on_local_disk(s3, bucket, moun
     assert counts["UploadPart"] == 24 and counts["CompleteMultipartUpload"] == 1, counts
     assert uploads(s3, bucket) == []
     assert (m.path / "big").read_bytes() == data
+
+
+def test_the_window_holds_while_the_upload_is_created(s3, bucket, mount, proxy, cache):
+    """A slow CreateMultipartUpload: nothing can be sent or punched meanwhile, so the
+    writer waits once past the window instead of filling the disk."""
+    def slow_create(request) -> bool:
+        if request.operation == "CreateMultipartUpload":
+            time.sleep(1.0)  # the writer would write far past the window meanwhile
+        return False
+
+    proxy.add(Rule(slow_create, Answer(500, "NeverSent")))
+    m = mount(bucket, *OPTIONS, f"tmpdir={cache}", url=proxy.url)
+    data = payload(90 * MiB, seed=14)
+    peak = stream_file(m.path / "big", data, cache)
+    assert peak <= WINDOW + PART, peak
+    assert body(s3, bucket, "big") == data
 
 
 def test_a_file_bigger_than_max_cache_size_can_be_streamed(s3, bucket, mount, cache):
