@@ -1454,7 +1454,7 @@ class Filesystem:
         attr = dataclasses.replace(node.stored, ctime_ns=self._clock())
         metadata = encode_metadata(attr, node.xattrs, keep=node.metadata)
         self.transfer.copy(Original(node.key, node.etag, node.stored.size), new_key,
-                           metadata=metadata, content_type=content_type, rename=True)
+                           metadata=metadata, content_type=content_type)
         self.store.delete(node.key)
 
     def _rename_dir(self, old: str, new: str, node: Node, target: Node | None) -> None:

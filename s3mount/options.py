@@ -502,7 +502,7 @@ OPTIONS: tuple[Option, ...] = (
                 "descriptors keep working."),
     Option("max_read", _integer(4096), None, UPLOAD, metavar="BYTES",
            help="Largest read request the kernel sends to the mount (a FUSE mount "
-                "option); without it, and never more than, 128 KiB with libfuse 2."),
+                "option); libfuse 2 caps it at 128 KiB, which is also the default."),
     Option("max_thread_count", _integer(1, 256), 10, UPLOAD,
            aliases=("parallel_count",), metavar="N",
            help="Parallel S3 requests of transfers (parts of uploads, copies and "

@@ -285,14 +285,15 @@ class Transfer:
         return self._run_parts(upload_id, ranges, send)
 
     def copy(self, source: Original, key: str, *, metadata: Mapping[str, str],
-             content_type: str, rename: bool = False) -> str:
+             content_type: str) -> str:
         """Copy ``source`` to ``key`` with new metadata (REPLACE); return the new ETag.
 
         ``key`` may be ``source.key``: that is how metadata are changed. Without
-        server-side copies (nocopyapi, or norenameapi for the copy of a
-        ``rename``) the object is downloaded and uploaded again, in parts when large.
+        server-side copies (nocopyapi, or norenameapi for a copy to another key,
+        which s3mount makes only to rename) the object is downloaded and uploaded
+        again, in parts when large.
         """
-        if self._server_side(rename):
+        if self._server_side(source, key):
             try:
                 return self._server_copy(source, key, metadata, content_type)
             except FsError as exc:
@@ -303,14 +304,14 @@ class Transfer:
         return self.upload(key, _ObjectSource(self._store, source), metadata=metadata,
                            content_type=content_type)
 
-    def copy_keeping_metadata(self, source: Original, key: str, *, rename: bool = False) -> str:
+    def copy_keeping_metadata(self, source: Original, key: str) -> str:
         """Copy ``source`` to another key with its metadata and Content-Type as they are.
 
         One request (directive COPY) when the server copies and the object is
         small enough; else the metadata are read with a HEAD and ``copy`` does it.
         """
         settings = self._settings
-        if (self._server_side(rename)
+        if (self._server_side(source, key)
                 and source.size <= min(settings.singlepart_copy_limit, MAX_SINGLE_COPY)):
             try:
                 return self._store.copy(source.key, key, metadata=None, content_type=None,
@@ -323,13 +324,14 @@ class Transfer:
         if info is None:
             raise FsError(errno.ENOENT, f"{source.key} vanished during the copy")
         return self.copy(source, key, metadata=info.metadata,
-                         content_type=info.content_type or "application/octet-stream",
-                         rename=rename)
+                         content_type=info.content_type or "application/octet-stream")
 
-    def _server_side(self, rename: bool) -> bool:
+    def _server_side(self, source: Original, key: str) -> bool:
+        """Whether this copy is made by the server; a copy to another key is a
+        rename's, by file, by directory or of an open file."""
         settings = self._settings
         return (self._copy_supported and not settings.nocopyapi
-                and not (rename and settings.norenameapi))
+                and not (settings.norenameapi and key != source.key))
 
     def _server_copy(self, source: Original, key: str, metadata: Mapping[str, str],
                      content_type: str) -> str:

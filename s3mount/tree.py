@@ -45,8 +45,7 @@ def move_tree(store: Store, transfer: Transfer, executor: Executor, source: list
 
     def copy(obj: ListedObject) -> None:
         target = target_prefix + obj.key[len(source_prefix):]
-        transfer.copy_keeping_metadata(Original(obj.key, obj.etag, obj.size), target,
-                                       rename=True)
+        transfer.copy_keeping_metadata(Original(obj.key, obj.etag, obj.size), target)
 
     # list() re-raises the first failure; nothing is deleted unless every copy succeeded.
     list(executor.map(copy, source))

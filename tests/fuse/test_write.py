@@ -214,11 +214,16 @@ def test_rename_file_keeps_metadata_and_recomputes_content_type(s3, bucket, moun
 def test_norenameapi_renames_without_server_side_copies(s3, bucket, mount, proxy):
     s3.put_object(Bucket=bucket, Key="a.bin", Body=b"payload", Metadata={"mode": "33261"})
     s3.put_object(Bucket=bucket, Key="dir/inner", Body=b"inner", Metadata={"mode": "33188"})
+    s3.put_object(Bucket=bucket, Key="open.bin", Body=b"held open")
     m = mount(bucket, "norenameapi", url=proxy.url)
     os.rename(m.path / "a.bin", m.path / "b.bin")
     os.rename(m.path / "dir", m.path / "dir2")
+    with open(m.path / "open.bin", "r+b") as held:  # renamed through its open file
+        os.rename(m.path / "open.bin", m.path / "moved.bin")
+        assert held.read() == b"held open"
     assert proxy.counts()["CopyObject"] == 0
-    assert keys(s3, bucket) == ["b.bin", "dir2/inner"]
+    assert keys(s3, bucket) == ["b.bin", "dir2/inner", "moved.bin"]
+    assert body(s3, bucket, "moved.bin") == b"held open"
     assert body(s3, bucket, "b.bin") == b"payload"
     assert head(s3, bucket, "b.bin")["Metadata"]["mode"] == "33261"
     assert head(s3, bucket, "dir2/inner")["Metadata"]["mode"] == "33188"

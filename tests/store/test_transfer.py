@@ -298,14 +298,13 @@ def test_norenameapi_renames_by_download_and_upload_and_copies_the_rest(
     transfer = make_transfer(store, dataclasses.replace(SMALL, norenameapi=True))
     data = payload(MiB)
     original = put_original(s3, bucket, "src", data)
-    transfer.copy(original, "moved", metadata={"new": "1"}, content_type="text/plain",
-                  rename=True)
-    transfer.copy_keeping_metadata(original, "moved-too", rename=True)
+    transfer.copy(original, "moved", metadata={"new": "1"}, content_type="text/plain")
+    transfer.copy_keeping_metadata(original, "moved-too")
     counts = store.request_counts()
     assert "copy_object" not in counts
     assert counts["get_object"] == 2 and counts["put_object"] == 2, counts
     transfer.copy(original, "src", metadata={"mode": "33188"}, content_type="text/plain")
-    assert store.request_counts()["copy_object"] == 1  # not a rename: server-side
+    assert store.request_counts()["copy_object"] == 1  # same key, not a rename: server-side
     assert body_of(s3, bucket, "moved") == body_of(s3, bucket, "moved-too") == data
     assert s3.head_object(Bucket=bucket, Key="moved-too")["Metadata"] == {"old": "1"}
     assert transfer.settings.mixupload is False  # as in s3fs: no UploadPartCopy either
