@@ -10,7 +10,7 @@ thread was told was written.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -100,9 +100,14 @@ class Worker:
                     # is not checked: Linux does not make it atomic even on a local
                     # file system, and through FUSE the kernel zero-fills a read that
                     # the truncation made short. What the file holds once the writers
-                    # are done is checked at the end.
-                    with contextlib.suppress(FileNotFoundError):  # renamed or deleted
+                    # are done is checked at the end. Renamed or deleted meanwhile:
+                    # ENOENT; overwritten after part of it was read: ESTALE (README,
+                    # read-ahead: never a mix of two versions).
+                    try:
                         (self.root / path).read_bytes()
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOENT, errno.ESTALE):
+                            raise
             missing = {p for p in self.files if p.rpartition("/")[0] == directory
                        and p.rpartition("/")[2] not in names}
             assert not missing, f"own files missing from a listing: {missing}"
