@@ -221,9 +221,12 @@ class Filesystem:
         self._files_lock = threading.Lock()
         # Inodes of files in the table that hold a lookup count of their own (_hold).
         self._held: set[int] = set()
-        # llfuse keeps the kernel's page cache across opens; when a file is opened
-        # again and its ETag changed (another client wrote it), the cache must go.
-        self._opened_etags: dict[int, str] = {}
+        # The (key, ETag) that readers of an inode read. llfuse keeps the kernel's
+        # page cache across opens; when a file is opened again and its ETag changed
+        # (another client wrote it), the cache must go. This mount's own renames,
+        # uploads and metadata copies update it, and open readers follow; an empty
+        # ETag says "look it up again".
+        self._opened_versions: dict[int, tuple[str, str]] = {}
         self.on_stale: Callable[[int], None] = lambda ino: None
         self._warnings = OnceWarnings(log)
         self._dir_times = DirTimeUpdates(self._persist_dir_times,
@@ -592,7 +595,10 @@ class Filesystem:
         return self.inodes.number(path, counted=True), self.shown(node.stored)
 
     def forget(self, ino: int, count: int) -> None:
-        self.inodes.forget(ino, count)
+        if self.inodes.forget(ino, count):
+            with self._handles_lock:
+                # The kernel dropped the inode, and its page cache with it.
+                self._opened_versions.pop(ino, None)
 
     def getattr(self, ino: int) -> Attr:
         with self._files_lock:
@@ -791,7 +797,7 @@ class Filesystem:
             del self._files[file.ino]
             if file.ino in self._held:
                 self._held.discard(file.ino)
-                self.inodes.forget(file.ino, 1)
+                self.forget(file.ino, 1)
         self.streams.abandon(file)
         file.close()
 
@@ -810,36 +816,47 @@ class Filesystem:
         if node.key is None:
             raise FsError(errno.ENOENT)
         with self._handles_lock:
-            previous = self._opened_etags.get(ino)
-            self._opened_etags[ino] = node.etag
-        if previous is not None and previous != node.etag:
+            previous = self._opened_versions.get(ino)
+            self._opened_versions[ino] = (node.key, node.etag)
+        if previous is not None and previous[1] != node.etag:
             self.on_stale(ino)
-        return self._add_handle(FileHandle(ino, self._reader(ino, path, node), False))
+        return self._add_handle(FileHandle(ino, self._reader(ino, node), False))
 
-    def _reader(self, ino: int, path: str, node: Node) -> ObjectReader:
+    def _reader(self, ino: int, node: Node) -> ObjectReader:
+        # The path is looked up at each use: the file may have been renamed.
         def refresh() -> tuple[str, str, int]:
+            path = self._path(ino)
             self.cache.forget_tree(path)
             fresh = self._resolve(path)
             if fresh.key is None or fresh.is_dir:
                 raise FsError(errno.ESTALE)
             with self._handles_lock:
-                self._opened_etags[ino] = fresh.etag
+                self._opened_versions[ino] = (fresh.key, fresh.etag)
             self.on_stale(ino)
             return fresh.key, fresh.etag, fresh.stored.size
 
-        def latest_etag() -> str | None:
+        def latest_version() -> tuple[str, str] | None:
             with self._handles_lock:
-                return self._opened_etags.get(ino)
+                return self._opened_versions.get(ino)
 
         def changed() -> None:
             # Another client replaced the object: neither the cached attributes
             # nor the kernel's pages of this file are current any more.
-            self.cache.forget_tree(path)
+            path = self.inodes.path(ino)
+            if path is not None:
+                self.cache.forget_tree(path)
             self.on_stale(ino)
 
         return ObjectReader(self.store, self._read_pool, node.key or "", node.etag,
-                            node.stored.size, refresh, latest_etag, changed,
+                            node.stored.size, refresh, latest_version, changed,
                             cache=self.read_cache)
+
+    def _version_changed(self, ino: int | None, key: str, etag: str) -> None:
+        """This mount gave the object of ``ino`` another key or ETag; its content is
+        the one the readers know (a rename or a metadata copy) or this mount's own."""
+        with self._handles_lock:
+            if ino in self._opened_versions:
+                self._opened_versions[ino] = (key, etag)
 
     def create(self, parent_ino: int, name: str, mode: int, uid: int,
                gid: int, read: bool = True) -> tuple[int, int, Attr]:
@@ -875,11 +892,10 @@ class Filesystem:
                     return file.read_range(offset, size)
         if handle.reader is None:
             # Opened while the file was open for writing; that writer is gone now.
-            path = self._path(handle.ino)
-            node = self._resolve(path)
+            node = self._resolve(self._path(handle.ino))
             if node.key is None:
                 raise FsError(errno.ENOENT)
-            handle.reader = self._reader(handle.ino, path, node)
+            handle.reader = self._reader(handle.ino, node)
         return handle.reader.read(offset, size)
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -1139,7 +1155,7 @@ class Filesystem:
             # Our own upload: the kernel's pages hold this content, unless reads or
             # other writers overlapped the writes (a read's answer can land in the
             # page cache after a write that changed its range).
-            self._opened_etags[file.ino] = etag
+            self._opened_versions[file.ino] = (file.key, etag)
         if file.raced:
             file.raced = False
             self.on_stale(file.ino)
@@ -1416,6 +1432,7 @@ class Filesystem:
         # Also drops the negative entry the kernel's lookup of the new name left.
         self.cache.forget_tree(new)
         self.inodes.move(old, new)
+        self._readers_moved(new)
         self.cache.forget_tree(old)
         self.cache.put_missing(old)
         old_parent, _, old_name = old.rpartition("/")
@@ -1426,6 +1443,16 @@ class Filesystem:
             file=None if node.is_dir else ListedObject(self._key(new), node.stored.size, "", 0)))
         self._parent_changed(old_parent)
         self._parent_changed(new_parent)
+
+    def _readers_moved(self, path: str) -> None:
+        """Open readers of ``path`` and below, just renamed, read the new keys; a
+        copy may have changed the ETag, so they look the object up again."""
+        below = path + "/"
+        with self._handles_lock:
+            for ino in list(self._opened_versions):
+                current = self.inodes.path(ino)
+                if current is not None and (current == path or current.startswith(below)):
+                    self._opened_versions[ino] = (self._key(current), "")
 
     def _rename_file(self, old: str, new: str, node: Node) -> None:
         new_key = self._key(new)
@@ -1571,6 +1598,8 @@ class Filesystem:
                                   metadata=metadata,
                                   content_type=node.content_type or DIR_CONTENT_TYPE)
         self.cache.put(path, dataclasses.replace(node, etag=etag, metadata=metadata))
+        if etag != node.etag:  # a multipart object's copy has another ETag
+            self._version_changed(self.inodes.find(path), node.key, etag)
 
     def _dir_marker(self, path: str) -> str:
         return self._key(path) + "/" if path else self._root_key()

@@ -79,15 +79,17 @@ class InodeTable:
             if ino is not None:
                 self._paths[ino] = None
 
-    def forget(self, ino: int, count: int) -> None:
+    def forget(self, ino: int, count: int) -> bool:
+        """Whether the kernel's last lookup of ``ino`` is gone (so is the entry)."""
         with self._lock:
             if ino == ROOT_INODE or ino not in self._lookups:
-                return
+                return False
             remaining = self._lookups[ino] - count
             if remaining > 0:
                 self._lookups[ino] = remaining
-                return
+                return False
             self._drop(ino)
+            return True
 
     def __len__(self) -> int:
         with self._lock:

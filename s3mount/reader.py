@@ -97,15 +97,15 @@ class _Part:
 
 class ObjectReader:
     """``refresh`` gives the object's current (key, etag, size). It is used when
-    this mount itself changed the file (``latest_etag`` says which version it
-    wrote last), and when the ETag known at open is outdated before any data was
+    this mount itself wrote, renamed or copied the file (``latest_version`` says
+    which (key, etag) to read), and when the ETag known at open is outdated before any data was
     read, so that a file that another client replaced is read afresh. Once data
     was served, a change by another client is ESTALE: never a mix of two versions;
     ``changed`` is then called, so that the next open does not mix either."""
 
     def __init__(self, store: Store, pool: ReadPool, key: str, etag: str, size: int,
                  refresh: Callable[[], tuple[str, str, int]],
-                 latest_etag: Callable[[], str | None],
+                 latest_version: Callable[[], tuple[str, str] | None],
                  changed: Callable[[], None] = lambda: None,
                  cache: BlockCache | None = None) -> None:
         self._store = store
@@ -117,7 +117,7 @@ class ObjectReader:
         self.etag = etag
         self.size = size
         self._refresh = refresh
-        self._latest_etag = latest_etag
+        self._latest_version = latest_version
         self._changed = changed
         self._served = False
         self._lock = threading.Lock()
@@ -132,8 +132,8 @@ class ObjectReader:
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
-            latest = self._latest_etag()
-            if latest is not None and latest != self.etag:
+            latest = self._latest_version()
+            if latest is not None and latest != (self.key, self.etag):
                 self._follow()
             try:
                 data = self._read(offset, size)

@@ -220,6 +220,51 @@ def test_overwrite_during_read_is_estale_not_a_mix(s3, bucket, mount):
         os.close(fd)
 
 
+def put_multipart(s3, bucket: str, key: str, parts: list[bytes]) -> None:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    done = [{"PartNumber": n, "ETag": s3.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload, PartNumber=n, Body=body)["ETag"]}
+        for n, body in enumerate(parts, 1)]
+    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                 MultipartUpload={"Parts": done})
+
+
+def test_a_file_open_for_reading_reads_on_after_this_mount_moves_or_changes_it(
+        s3, bucket, mount):
+    """Renames of the file and of its directory give it another key, a chmod of a
+    multipart object another ETag: the open descriptor follows, none is stale."""
+    mib = 1024 * 1024
+    parts = [random.Random(n).randbytes(5 * mib) for n in range(3)]
+    data = b"".join(parts)
+    put_multipart(s3, bucket, "d/open.bin", parts)
+    etag = s3.head_object(Bucket=bucket, Key="d/open.bin")["ETag"]
+    m = mount(bucket)
+    fd = os.open(m.path / "d/open.bin", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 4096, 0) == data[:4096]
+        os.chmod(m.path / "d/open.bin", 0o600)
+        assert s3.head_object(Bucket=bucket, Key="d/open.bin")["ETag"] != etag
+        assert os.pread(fd, 4096, 4 * mib) == data[4 * mib:4 * mib + 4096]
+        os.rename(m.path / "d/open.bin", m.path / "d/moved.bin")
+        assert os.pread(fd, 4096, 8 * mib) == data[8 * mib:8 * mib + 4096]
+        os.rename(m.path / "d", m.path / "e")
+        assert os.pread(fd, 4096, 12 * mib) == data[12 * mib:12 * mib + 4096]
+    finally:
+        os.close(fd)
+    assert stat.S_IMODE(os.stat(m.path / "e/moved.bin").st_mode) == 0o600
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [
+        "e/moved.bin"]
+    # Documented: a reader of a file this mount unlinks has only what it cached.
+    s3.put_object(Bucket=bucket, Key="gone.bin", Body=data)
+    with open(m.path / "gone.bin", "rb") as gone:
+        assert gone.read(4096) == data[:4096]
+        os.unlink(m.path / "gone.bin")
+        gone.seek(8 * mib)
+        with pytest.raises(OSError) as missing:
+            gone.read(4096)
+        assert missing.value.errno in (errno.ESTALE, errno.ENOENT)
+
+
 def test_unusable_key_names_are_skipped_with_a_warning(s3, bucket, mount):
     put(s3, bucket, "odd/good name %+#?.txt", b"ok")
     put(s3, bucket, "odd/ünïcødé", b"ok")
