@@ -47,7 +47,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
-from botocore.utils import parse_timestamp
+from botocore.utils import determine_content_length, parse_timestamp
 
 from . import __version__
 from .credentials import Credentials
@@ -103,6 +103,8 @@ def _failure_name(exc: BaseException) -> str:
 
 
 MD5_CHUNK = 1024 * 1024  # read size of an upload body's Content-MD5
+# Smaller upload bodies go without "Expect: 100-continue" (as curl's), see _expect_only_big.
+EXPECT_MIN_BYTES = 1024 * 1024
 SSE_C_ALGORITHM = "AES256"
 SSE_C_KEY_BYTES = 32
 # How S3 refuses an SSE-C request whose key does not fit the object: 400 for
@@ -444,6 +446,8 @@ class Store:
             **keys,
         )
 
+        # Registered after botocore's own handler, which adds the header to every upload.
+        self._client.meta.events.register("before-call.s3", _expect_only_big)
         # Many S3-compatible servers insist on Content-MD5 for multi-object delete,
         # which botocore no longer sends by default.
         self._client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
@@ -1050,6 +1054,19 @@ def _body_md5(body: Any) -> bytes:
     elif body:
         digest.update(body.encode() if isinstance(body, str) else body)
     return digest.digest()
+
+
+def _expect_only_big(params: dict[str, Any], **_: Any) -> None:
+    """Drop "Expect: 100-continue" from small uploads. botocore waits for the
+    server's "100 Continue" before it sends any body: one more round trip per
+    request, which doubles the cost of a small file's PUT on a distant server.
+    Bodies of a MiB or more keep it: an error answer (403, a redirect) then
+    comes before the body is sent, not as a reset in the middle of it."""
+    headers = params.get("headers", {})
+    if "Expect" in headers:
+        length = determine_content_length(params.get("body"))
+        if length is not None and length < EXPECT_MIN_BYTES:
+            del headers["Expect"]
 
 
 def _add_request_payer(request: Any, **_: Any) -> None:

@@ -1,5 +1,6 @@
-"""enable_content_md5 and enable_unsigned_payload: what an upload's requests carry,
-seen by a proxy in front of the signature-checking moto, which accepts them."""
+"""enable_content_md5, enable_unsigned_payload and "Expect: 100-continue": what an
+upload's requests carry, seen by a proxy in front of the signature-checking moto,
+which accepts them."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class Sent:
     headers: Mapping[str, str]
     md5: str  # base64, as in Content-MD5
     sha256: str  # hex, as in x-amz-content-sha256
+    size: int
 
 
 class Recorder:
@@ -39,7 +41,7 @@ class Recorder:
         if request.operation in UPLOADS:
             self.sent.append(Sent(request.operation, dict(request.headers),
                                   base64.b64encode(hashlib.md5(request.body).digest()).decode(),
-                                  hashlib.sha256(request.body).hexdigest()))
+                                  hashlib.sha256(request.body).hexdigest(), len(request.body)))
         return False
 
 
@@ -69,6 +71,17 @@ def test_content_md5_goes_with_every_upload_body(auth_server: AuthServer,
     assert len(sent) == 4  # three parts and the small PUT
     for request in sent:
         assert request.headers.get("content-md5") == request.md5, request.operation
+
+
+def test_only_bodies_of_a_mib_or_more_wait_for_100_continue(auth_server: AuthServer,
+                                                           transfers: list[Transfer]) -> None:
+    """botocore asks for "100 Continue" before every upload body, a round trip more
+    per request; s3mount only before big ones (an early 403 then spares the body)."""
+    with EmulatingProxy(auth_server.server.url) as proxy:
+        sent = upload_both(auth_server, proxy, transfers)
+    expecting = sorted((request.size, request.headers.get("expect")) for request in sent)
+    assert expecting == [(10, None), (MiB, "100-continue"),
+                         (5 * MiB, "100-continue"), (5 * MiB, "100-continue")]
 
 
 def test_without_content_md5_no_upload_carries_one(auth_server: AuthServer,
