@@ -69,27 +69,29 @@ class ReopenableFileHandler(logging.FileHandler):
 
 
 def setup_logging(level: str, *, to_stderr: bool, logfile: str | None = None,
-                  timestamps: bool = True) -> None:
+                  timestamps: bool = True, instance: str | None = None) -> None:
     """Send records to ``logfile`` if given, else stderr (foreground) or syslog; lines
     to a file or stderr start with the time unless ``timestamps`` is off
-    (no_time_stamp_msg: journald and other collectors add their own)."""
+    (no_time_stamp_msg: journald and other collectors add their own); every
+    message starts with ``[instance]`` when given (instance_name)."""
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
         old.close()
     time = "%(asctime)s " if timestamps else ""
+    message = f"[{instance}] %(message)s" if instance else "%(message)s"
     if logfile:
         handler: logging.Handler = ReopenableFileHandler(logfile, encoding="utf-8")
         handler.setFormatter(logging.Formatter(
-            f"{time}s3mount[{os.getpid()}] %(levelname)s %(name)s: %(message)s"))
+            f"{time}s3mount[{os.getpid()}] %(levelname)s %(name)s: {message}"))
     elif to_stderr:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(f"{time}%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(f"{time}%(levelname)s %(name)s: {message}"))
     else:
         address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
         handler = logging.handlers.SysLogHandler(
             address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-        handler.setFormatter(logging.Formatter(f"s3mount[{os.getpid()}]: %(message)s"))
+        handler.setFormatter(logging.Formatter(f"s3mount[{os.getpid()}]: {message}"))
     handler.addFilter(redactor)
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])

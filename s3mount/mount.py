@@ -101,6 +101,7 @@ def store_settings(config: MountConfig, environ: Mapping[str, str]) -> StoreSett
         requester_pays=s.requester_pays,
         content_md5=s.enable_content_md5,
         unsigned_payload=s.enable_unsigned_payload,
+        instance_name=s.instance_name,
     )
 
 
@@ -365,14 +366,15 @@ def run(config: MountConfig) -> int:
     return detach(serve_detached,
                   after_fork=lambda: setup_logging(s.dbglevel, to_stderr=False,
                                                    logfile=s.logfile,
-                                                   timestamps=not s.no_time_stamp_msg))
+                                                   timestamps=not s.no_time_stamp_msg,
+                                                   instance=s.instance_name))
 
 
 def start_logging(config: MountConfig, *, to_stderr: bool) -> None:
     s = config.settings
     try:
         setup_logging(s.dbglevel, to_stderr=to_stderr, logfile=s.logfile,
-                      timestamps=not s.no_time_stamp_msg)
+                      timestamps=not s.no_time_stamp_msg, instance=s.instance_name)
     except OSError as exc:
         raise S3mountError(f"cannot open the log file {s.logfile}: {exc.strerror}; check "
                            "-o logfile=") from None

@@ -131,6 +131,13 @@ def _string(value: str) -> str:
     return value
 
 
+def _instance_name(value: str) -> str:
+    # It goes into log lines and the User-Agent header: a plain token only.
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        raise ValueError("use 1 to 64 letters, digits, '.', '_' or '-'")
+    return value
+
+
 def _absolute_path(value: str) -> str:
     # The daemon changes its directory to / when it detaches.
     return os.path.abspath(_string(value))
@@ -542,7 +549,9 @@ OPTIONS: tuple[Option, ...] = (
                 "(default on; s3fs: off). =0 keeps the times in memory only."),
     Option("bucket_size", _byte_size, None, COMPAT, metavar="SIZE",
            help="Size that df reports, e.g. 1PiB (default: about 256 TiB, like s3fs)."),
-    Option("instance_name", _string, None, COMPAT, _P),
+    Option("instance_name", _instance_name, None, LOGGING, metavar="NAME",
+           help="Name of this mount in its log lines ([NAME] in front of each message) "
+                "and in the User-Agent of its requests, to tell mounts apart."),
     Option("fd_page_size", _string, None, COMPAT, _I, help="Accepted; obsolete in s3fs too."),
     # Logging
     Option("dbglevel", _log_level, "warning", LOGGING, aliases=("f2",),

@@ -331,6 +331,7 @@ class StoreSettings:
     requester_pays: bool = False  # x-amz-request-payer: requester on every request
     content_md5: bool = False  # Content-MD5 on PutObject and UploadPart
     unsigned_payload: bool = False  # x-amz-content-sha256: UNSIGNED-PAYLOAD
+    instance_name: str | None = None  # added to the User-Agent
 
 
 _MONTHS = {name: number for number, name in enumerate(
@@ -419,7 +420,8 @@ class Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             proxies={"http": settings.proxy, "https": settings.proxy} if settings.proxy else None,
-            user_agent_extra=f"s3mount/{__version__}",
+            user_agent_extra=f"s3mount/{__version__}" + (
+                f" instance/{settings.instance_name}" if settings.instance_name else ""),
             tcp_keepalive=True,
         )
         keys: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from emulating_proxy import EmulatingProxy
 from helpers import (
     AuthServer,
     daemon_pids,
@@ -147,6 +148,21 @@ def test_no_time_stamp_msg_drops_the_time_in_front_of_log_lines(
     assert dated == (lines if stamped else [])
     if not stamped:  # the mounting process's lines, then the daemon's
         assert all(re.match(r"s3mount\[\d+\] (INFO|WARNING|ERROR) ", line) for line in lines)
+
+
+def test_instance_name_marks_log_lines_and_the_user_agent(s3_server, bucket, mount):
+    with EmulatingProxy(s3_server.url) as proxy:
+        m = mount(bucket, "instance_name=nightly-1", "dbglevel=info", url=proxy.url)
+        (m.path / "f").write_bytes(b"data")
+        assert os.stat(m.path / "f").st_size == 4
+        assert m.stop() == 0
+        agents = {r.operation: r.headers.get("user-agent", "") for r in proxy.requests}
+    assert {"PutObject", "HeadObject"} <= set(agents)
+    assert all(agent.startswith("Botocore/") and " s3mount/" in agent
+               and agent.endswith(" instance/nightly-1") for agent in agents.values()), agents
+    lines = [line for line in m.log().splitlines() if line.strip()]
+    assert any("[nightly-1] mounted " in line for line in lines), lines
+    assert all("[nightly-1] " in line for line in lines), lines
 
 
 def test_unwritable_logfile_is_a_one_line_error(s3_server, bucket, passwd_file, mountpoint,
