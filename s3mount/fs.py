@@ -852,8 +852,8 @@ class Filesystem:
                             cache=self.read_cache)
 
     def _version_changed(self, ino: int | None, key: str, etag: str) -> None:
-        """This mount gave the object of ``ino`` another key or ETag; its content is
-        the one the readers know (a rename or a metadata copy) or this mount's own."""
+        """A metadata copy of this mount gave the object of ``ino`` another ETag
+        (same content): its open readers read that version from now on."""
         with self._handles_lock:
             if ino in self._opened_versions:
                 self._opened_versions[ino] = (key, etag)

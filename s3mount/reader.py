@@ -98,8 +98,9 @@ class _Part:
 class ObjectReader:
     """``refresh`` gives the object's current (key, etag, size). It is used when
     this mount itself wrote, renamed or copied the file (``latest_version`` says
-    which (key, etag) to read), and when the ETag known at open is outdated before any data was
-    read, so that a file that another client replaced is read afresh. Once data
+    which (key, etag) to read), and when the ETag known at open is outdated
+    before any data was read, so that a file that another client replaced is
+    read afresh. Once data
     was served, a change by another client is ESTALE: never a mix of two versions;
     ``changed`` is then called, so that the next open does not mix either."""
 
