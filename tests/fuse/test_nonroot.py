@@ -4,7 +4,9 @@ or a desktop user would.
 
 The tests' interpreter may live where that user cannot reach (e.g. under
 /root); then the daemon runs on the system's Python of the same version with
-the venv's packages on PYTHONPATH (same version, same ABI for llfuse).
+the venv's packages on PYTHONPATH (same version, same ABI for llfuse), and
+without its site directory (-S): Debian's dist-packages may hold other versions
+of the same packages (python3-openssl warns against the venv's cryptography).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class User:
     name: str
     uid: int
     gid: int
-    python: str
+    python: tuple[str, ...]  # the interpreter and its flags
     pythonpath: str
 
     def run(self, *command: str, env: dict[str, str] | None = None,
@@ -43,7 +45,7 @@ class User:
                               stdin=subprocess.DEVNULL)
 
 
-def _python_for(name: str) -> tuple[str, str]:
+def _python_for(name: str) -> tuple[tuple[str, ...], str]:
     """An interpreter ``name`` can run, and the PYTHONPATH that gives it our packages."""
     paths = [REPOSITORY, Path(sysconfig.get_paths()["purelib"]),
              Path(sysconfig.get_paths()["platlib"])]
@@ -52,11 +54,11 @@ def _python_for(name: str) -> tuple[str, str]:
     for python in candidates:
         readable = [str(p) for p in paths]
         check = subprocess.run(
-            [RUNUSER, "-u", name, "--", python, "-c", "import llfuse, botocore, s3mount"],
+            [RUNUSER, "-u", name, "--", python, "-S", "-c", "import llfuse, botocore, s3mount"],
             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(readable)},
             capture_output=True, text=True)
         if check.returncode == 0:
-            return python, ":".join(readable)
+            return (python, "-S"), ":".join(readable)
     pytest.fail(f"no Python that user {name} can run finds the packages "
                 f"(tried {', '.join(candidates)}): {check.stderr.strip()[-300:]}")
 
@@ -122,7 +124,7 @@ def user_env(user: User, workdir: Path) -> dict[str, str]:
 
 def user_mount(user: User, workdir: Path, bucket: str, options: str,
                url: str) -> subprocess.CompletedProcess[str]:
-    return user.run(user.python, "-m", "s3mount", bucket, str(workdir / "mnt"), "-o",
+    return user.run(*user.python, "-m", "s3mount", bucket, str(workdir / "mnt"), "-o",
                     f"url={url},passwd_file={workdir / 'passwd-s3mount'},{options}".rstrip(","),
                     env=user_env(user, workdir))
 

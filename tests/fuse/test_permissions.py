@@ -99,7 +99,7 @@ def test_other_users_get_what_the_modes_allow(s3, bucket, mount, user: User,  # 
     (mnt / "mine").write_text("user's")
     os.chown(mnt / "mine", user.uid, user.gid)  # root may give files away
 
-    result = user.run(user.python, "-c", CHECK, str(mnt),
+    result = user.run(*user.python, "-c", CHECK, str(mnt),
                       env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     assert result.returncode == 0, result.stderr
     outcomes = dict(line.split(": ", 1) for line in result.stdout.splitlines())
