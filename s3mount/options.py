@@ -378,7 +378,9 @@ OPTIONS: tuple[Option, ...] = (
                 "while a directory is being read, lookups of its names use its listing until "
                 "this long after its last readdir (s3fs: 900)."),
     Option("max_stat_cache_size", _integer(0), 100000, CACHE, metavar="ENTRIES",
-           help="Maximum number of cached attribute entries."),
+           help="Maximum number of cached attribute entries; cached directory listings "
+                "count their entries against it too (in a larger directory, each lookup "
+                "costs a LIST and a HEAD)."),
     Option("enable_negative_cache", None, True, CACHE, aliases=("enable_noobj_cache",),
            negations=("disable_negative_cache", "disable_noobj_cache"),
            help="Remember names that do not exist for stat_cache_expire (default on; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -14,10 +15,6 @@ from cachetools import TTLCache
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-# Listings can be large; keep only the most recent few hundred directories.
-MAX_LISTINGS = 256
-
 
 class _Bounded(Generic[T]):
     """A TTL cache that tolerates a size or TTL of zero (then it keeps nothing)."""
@@ -93,6 +90,102 @@ class _Listing:
         self.fetched = fetched
 
 
+class _Listings:
+    """Listings by directory path, bounded by time and by the children they hold
+    in all: a bound by the number of directories would let a few huge ones hold
+    any amount of memory. A listing counts one more than its children, so that
+    empty directories count too; one larger than the whole budget is not kept.
+
+    The items stay in the order of their expiry (a constant TTL, and a renewal
+    moves an item to the end), so expired ones are always at the front.
+    """
+
+    def __init__(self, max_children: int, ttl: float, timer: Callable[[], float]) -> None:
+        self._max = max_children if ttl > 0 else 0
+        self._ttl = ttl
+        self._timer = timer
+        self._items: OrderedDict[str, tuple[_Listing, float]] = OrderedDict()  # → expiry
+        self._held = 0  # the sizes of the kept listings, added up
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> int:
+        """The sizes of the kept listings, added up."""
+        return self._held
+
+    @staticmethod
+    def _size(listing: _Listing) -> int:
+        return 1 + len(listing.children)
+
+    def _expire(self) -> None:
+        now = self._timer()
+        while self._items:
+            key, (_, expiry) = next(iter(self._items.items()))
+            if expiry > now:
+                return
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        listing, _ = self._items.pop(key)
+        self._held -= self._size(listing)
+
+    def get(self, key: str) -> _Listing | None:
+        return self.read(key, lambda listing: listing)
+
+    def read(self, key: str, how: Callable[[_Listing], R | None]) -> R | None:
+        """What ``how`` makes of a kept listing (under the lock, so that it sees no
+        change half made)."""
+        with self._lock:
+            self._expire()
+            item = self._items.get(key)
+            return how(item[0]) if item is not None else None
+
+    def put(self, key: str, listing: _Listing) -> None:
+        with self._lock:
+            if key in self._items:
+                self._drop(key)
+            size = self._size(listing)
+            if size > self._max:
+                return
+            self._items[key] = (listing, self._timer() + self._ttl)
+            self._held += size
+            while self._held > self._max:
+                self._drop(next(iter(self._items)))
+
+    def pop(self, key: str) -> None:
+        with self._lock:
+            if key in self._items:
+                self._drop(key)
+
+    def pop_tree(self, path: str) -> None:
+        """Drop ``path`` and every key below it."""
+        below = path + "/"
+        with self._lock:
+            for key in [k for k in self._items if k == path or k.startswith(below)]:
+                self._drop(key)
+
+    def renew(self, key: str) -> None:
+        """Restart the time of a listing still kept (an expired one stays gone)."""
+        with self._lock:
+            self._expire()
+            item = self._items.get(key)
+            if item is not None:
+                self._items[key] = (item[0], self._timer() + self._ttl)
+                self._items.move_to_end(key)
+
+    def update(self, key: str, change: Callable[[_Listing], None]) -> None:
+        """Change a kept listing in place; its size is counted anew."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return
+            before = self._size(item[0])
+            change(item[0])
+            self._held += self._size(item[0]) - before
+            while self._held > self._max and self._items:
+                self._drop(next(iter(self._items)))
+
+
 class StatCache(Generic[T]):
     """Positive entries (path → T), negative entries, and listings (dir path → children)."""
 
@@ -100,7 +193,8 @@ class StatCache(Generic[T]):
                  timer: Callable[[], float] = time.monotonic) -> None:
         self._entries: _Bounded[T] = _Bounded(max_entries, ttl, timer)
         self._missing: _Bounded[bool] = _Bounded(max_entries if negative else 0, ttl, timer)
-        self._listings: _Bounded[_Listing] = _Bounded(MAX_LISTINGS, ttl, timer)
+        # Listings share the entries' budget: max_stat_cache_size bounds both.
+        self._listings = _Listings(max_entries, ttl, timer)
         self._ttl = ttl
         self._timer = timer
         # Counts our own changes, so that what a request fetched before a change
@@ -111,6 +205,11 @@ class StatCache(Generic[T]):
     @property
     def changes(self) -> int:
         return self._changes
+
+    @property
+    def listed_children(self) -> int:
+        """What the kept listings count against the budget (children, plus one each)."""
+        return self._listings.held
 
     def _changing(self) -> None:
         with self._changes_lock:
