@@ -93,8 +93,8 @@ class _Listing:
 class _Listings:
     """Listings by directory path, bounded by time and by the children they hold
     in all: a bound by the number of directories would let a few huge ones hold
-    any amount of memory. A listing counts one more than its children, so that
-    empty directories count too; one larger than the whole budget is not kept.
+    any amount of memory. A listing counts its children, an empty one counts one;
+    one larger than the whole budget is not kept.
 
     The items stay in the order of their expiry (a constant TTL, and a renewal
     moves an item to the end), so expired ones are always at the front.
@@ -115,7 +115,7 @@ class _Listings:
 
     @staticmethod
     def _size(listing: _Listing) -> int:
-        return 1 + len(listing.children)
+        return max(1, len(listing.children))
 
     def _expire(self) -> None:
         now = self._timer()
@@ -208,7 +208,7 @@ class StatCache(Generic[T]):
 
     @property
     def listed_children(self) -> int:
-        """What the kept listings count against the budget (children, plus one each)."""
+        """What the kept listings count against the budget (their children; one if empty)."""
         return self._listings.held
 
     def _changing(self) -> None:

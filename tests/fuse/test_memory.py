@@ -1,9 +1,14 @@
 """The daemon gives memory back after big transfers (daemon.tune_malloc): its
-resident set after reading a large file returns close to where it was."""
+resident set after reading a large file returns close to where it was; a big
+write and a huge directory stay within bounds."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 MiB = 1024 * 1024
 
@@ -49,3 +54,22 @@ def test_memory_of_a_big_write_is_bounded(s3, bucket, mount):
     assert head["ContentLength"] == 256 * MiB
     # Measured: 163 MiB before the budget, about 100 MiB with it.
     assert peak < 130, peak
+
+
+@pytest.mark.long
+@pytest.mark.timeout(1500)
+def test_memory_of_a_directory_of_a_hundred_thousand_keys(s3, bucket, mount):
+    """`ls -l` of 100,000 files, the default max_stat_cache_size: the listing and
+    the attributes of every entry fit the cache's budget exactly, and the
+    daemon stays under the 200 MiB target (README, Design: Memory)."""
+    count = 100_000
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda n: s3.put_object(Bucket=bucket, Key=f"huge/f{n:06d}", Body=b""),
+                      range(count)))
+    m = mount(bucket)
+    listing = subprocess.run(["ls", "-l", str(m.path / "huge")], capture_output=True,
+                             text=True, check=True, timeout=1200)
+    assert len(listing.stdout.splitlines()) == count + 1  # and "total 0"
+    peak = resident_mib(m.process.pid)["VmHWM"]
+    print(f"daemon VmHWM after ls -l of {count} files: {peak} MiB")
+    assert peak < 200, peak

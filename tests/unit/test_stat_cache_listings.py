@@ -23,47 +23,51 @@ def test_listings_beyond_the_budget_evict_the_oldest():
     c: StatCache[str] = StatCache(ttl=60, max_entries=100, negative=True, timer=Clock())
     c.put_listing("a", children(40))
     c.put_listing("b", children(40))
-    assert c.listed_children == 82
-    c.put_listing("c", children(40))  # 123 > 100: "a" goes
+    c.put_listing("empty", {})
+    assert c.listed_children == 81
+    c.put_listing("c", children(40))  # 121 > 100: "a" goes
     assert c.listing("a") is None
     assert c.listing("b") is not None and c.listing("c") is not None
-    assert c.listed_children == 82
+    assert c.listing("empty") == {}
+    assert c.listed_children == 81
 
 
 def test_a_listing_larger_than_the_budget_is_not_kept_and_its_old_copy_goes():
     c: StatCache[str] = StatCache(ttl=60, max_entries=100, negative=True, timer=Clock())
     c.put_listing("big", children(10))
     c.put_listing("small", children(5))
-    c.put_listing("big", children(100))  # 101 > 100
+    c.put_listing("big", children(101))
     assert c.listing("big") is None
     assert c.listing("small") == children(5)
-    assert c.listed_children == 6
+    assert c.listed_children == 5
 
 
 def test_a_hundred_thousand_keys_fit_the_default_budget_once():
     c: StatCache[str] = StatCache(ttl=60, max_entries=100_000, negative=True, timer=Clock())
-    c.put_listing("huge", children(99_999))
-    c.put_listing("other", children(99_999, "o"))
+    c.put_listing("huge", children(100_000))
+    assert c.listing("huge") is not None
+    c.put_listing("other", children(1, "o"))
     assert c.listing("huge") is None
     assert c.listing("other") is not None
-    assert c.listed_children == 100_000
+    assert c.listed_children == 1
 
 
 def test_our_own_changes_are_counted_and_can_evict():
     c: StatCache[str] = StatCache(ttl=60, max_entries=10, negative=True, timer=Clock())
     c.put_listing("a", children(3))
     c.put_listing("b", children(3))
-    assert c.listed_children == 8
+    assert c.listed_children == 6
     c.listing_set("b", "new", "y")
     c.listing_set("b", "0", None)
     c.listing_set("b", "missing", None)  # not there: no change of size
-    assert c.listed_children == 8
-    c.listing_set("b", "n2", "y")
-    c.listing_set("b", "n3", "y")
-    c.listing_set("b", "n4", "y")  # 4 + 7 = 11 > 10: the oldest, "a", goes
+    assert c.listed_children == 6
+    for name in ("n2", "n3", "n4", "n5"):
+        c.listing_set("b", name, "y")  # 3 + 7 = 10: room for all
+    assert c.listed_children == 10
+    c.listing_set("b", "n6", "y")  # 11 > 10: the oldest, "a", goes
     assert c.listing("a") is None
     assert c.listing("b") is not None
-    assert c.listed_children == 7
+    assert c.listed_children == 8
 
 
 def test_expired_and_forgotten_listings_give_their_room_back():
@@ -74,7 +78,7 @@ def test_expired_and_forgotten_listings_give_their_room_back():
     clock.now = 5
     c.put_listing("e", children(20))
     c.forget_tree("d")
-    assert c.listed_children == 21
+    assert c.listed_children == 20
     clock.now = 15.5
     assert c.listing("e") is None
     assert c.listed_children == 0
