@@ -1,6 +1,7 @@
 """Caches of what S3 told us: attributes by path, names known not to exist,
-and directory listings. All bounded by size and time (cachetools), and safe to
-use from several threads.
+and directory listings. All bounded by size and time, and safe to use from
+several threads: attributes and names by cachetools, listings by the children
+they hold (_Listings), which cachetools cannot count as listings change in place.
 """
 
 from __future__ import annotations
@@ -151,11 +152,6 @@ class _Listings:
             self._held += size
             while self._held > self._max:
                 self._drop(next(iter(self._items)))
-
-    def pop(self, key: str) -> None:
-        with self._lock:
-            if key in self._items:
-                self._drop(key)
 
     def pop_tree(self, path: str) -> None:
         """Drop ``path`` and every key below it."""
