@@ -32,10 +32,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import threading
@@ -74,6 +76,64 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         written = os.pwrite(fd, view[:_WRITE_SLICE], offset)
         view = view[written:]
         offset += written
+
+
+# Fetched blocks are written with O_DIRECT, from a reused buffer: through the
+# page cache, every MiB stored costs new memory, which on the VMs we measured
+# made storing a sequential read's blocks cost a third of the read's time
+# (seq_read_cold at 0 ms: 0.75 s with buffered writes, 0.51 s with these,
+# 0.44 s without storing at all). Direct I/O needs the file offset, the length
+# and the memory aligned; the fetched bytes are not, so they are copied.
+_DIRECT_ALIGN = 4096
+_DIRECT_BUFFER = 1024 * 1024
+
+
+class _DirectWrites:
+    """Aligned stretches of data written with O_DIRECT, through one reused buffer
+    per thread; ``enabled`` goes false on a filesystem without direct I/O."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self._buffers = threading.local()
+
+    def write(self, path: str, data: memoryview, offset: int) -> memoryview:
+        """Write the longest aligned start of ``data`` at ``offset`` (aligned) to
+        ``path``; return the rest, for a buffered write."""
+        whole = len(data) - len(data) % _DIRECT_ALIGN
+        if not self.enabled or not whole:
+            return data
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._disable()
+            return data
+        done = 0
+        try:
+            buffer = self._buffer()
+            while done < whole:
+                length = min(whole - done, _DIRECT_BUFFER)
+                buffer[:length] = data[done:done + length]
+                pwrite_all(fd, memoryview(buffer)[:length], offset + done)
+                done += length
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._disable()
+        finally:
+            os.close(fd)
+        return data[done:]
+
+    def _buffer(self) -> mmap.mmap:
+        buffer = getattr(self._buffers, "buffer", None)
+        if buffer is None:
+            buffer = self._buffers.buffer = mmap.mmap(-1, _DIRECT_BUFFER)  # page-aligned
+        return buffer
+
+    def _disable(self) -> None:
+        log.debug("the read cache's filesystem has no direct I/O: buffered writes")
+        self.enabled = False
 
 
 def punch_hole(fd: int, offset: int, length: int) -> bool:
@@ -121,6 +181,7 @@ class BlockCache:
         self._space = space
         self._stats = stats
         self._lock = threading.Lock()
+        self._direct = _DirectWrites()
         self._entries: dict[str, _Entry] = {}
         self._lru: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._used = 0
@@ -229,8 +290,9 @@ class BlockCache:
             self._publish()
         try:
             offset = first * self.block
-            pwrite_all(fd, memoryview(data)[offset - start:min(last * self.block, entry.size)
-                                            - start], offset)
+            run = memoryview(data)[offset - start:min(last * self.block, entry.size) - start]
+            rest = self._direct.write(self._data_path(entry.name), run, offset)
+            pwrite_all(fd, rest, offset + len(run) - len(rest))
         except OSError as exc:
             log.warning("cannot write the read cache (%s)", exc.strerror)
             with self._lock:

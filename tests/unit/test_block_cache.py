@@ -4,10 +4,16 @@ one owner of the directory at a time."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
+from s3mount import block_cache
 from s3mount.block_cache import BlockCache, pwrite_all
 from s3mount.cache_space import CacheSpace
 from s3mount.stats import Stats
@@ -132,6 +138,50 @@ def test_pwrite_all_writes_everything_in_slices(tmp_path: Path) -> None:
         assert os.pread(fd, len(data) + 100, 0) == data[:3] + bytes(4) + data
     finally:
         os.close(fd)
+
+
+def _resident_bytes(path: str) -> int:
+    """The bytes of ``path`` in the page cache (util-linux fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.strip())
+
+
+def test_stored_blocks_bypass_the_page_cache_where_direct_io_works(tmp_path: Path) -> None:
+    """Runs longer than the direct-write buffer, ending in a short last block:
+    the bytes read back are the bytes stored, and only the unaligned tail went
+    through the page cache."""
+    if shutil.which("fincore") is None:
+        pytest.skip("fincore (util-linux) is not installed: cannot see the page cache")
+    body = os.urandom(2 * block_cache._DIRECT_BUFFER + 3 * BLOCK + 100)
+    cache = make(tmp_path)
+    cache.open_version("k", "e1", len(body))
+    cache.put("k", "e1", 0, body)
+    assert cache._direct.enabled, "the test directory's filesystem refused O_DIRECT"
+    path = cache._data_path(cache._name("k"))
+    assert _resident_bytes(path) <= 4096
+    assert cache.get("k", "e1", 0, len(body)) == body
+    cache.close()
+
+
+def test_without_direct_io_blocks_are_written_through_the_page_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def open_without_direct_io(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(block_cache.os, "open", open_without_direct_io)
+    body = os.urandom(5 * BLOCK + 100)
+    cache = make(tmp_path)
+    cache.open_version("k", "e1", len(body))
+    cache.put("k", "e1", 0, body[:2 * BLOCK])
+    assert not cache._direct.enabled
+    cache.put("k", "e1", 2 * BLOCK, body[2 * BLOCK:])
+    assert cache.get("k", "e1", 0, len(body)) == body
+    cache.close()
 
 
 def test_an_adopted_data_file_replaces_the_cached_version_and_counts_as_used(
