@@ -86,6 +86,8 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 # and the memory aligned; the fetched bytes are not, so they are copied.
 _DIRECT_ALIGN = 4096
 _DIRECT_BUFFER = 1024 * 1024
+# What a filesystem without direct I/O (or with other alignment rules) answers.
+_NO_DIRECT_IO = (errno.EINVAL, errno.EOPNOTSUPP)
 
 
 class _DirectWrites:
@@ -97,15 +99,15 @@ class _DirectWrites:
         self._buffers = threading.local()
 
     def write(self, path: str, data: memoryview, offset: int) -> memoryview:
-        """Write the longest aligned start of ``data`` at ``offset`` (aligned) to
-        ``path``; return the rest, for a buffered write."""
+        """Write the longest aligned start of ``data`` at ``offset`` to ``path``;
+        return the rest, for a buffered write (all of it at an unaligned offset)."""
         whole = len(data) - len(data) % _DIRECT_ALIGN
-        if not self.enabled or not whole:
+        if not self.enabled or not whole or offset % _DIRECT_ALIGN:
             return data
         try:
             fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
         except OSError as exc:
-            if exc.errno != errno.EINVAL:
+            if exc.errno not in _NO_DIRECT_IO:
                 raise
             self._disable()
             return data
@@ -118,7 +120,7 @@ class _DirectWrites:
                 pwrite_all(fd, memoryview(buffer)[:length], offset + done)
                 done += length
         except OSError as exc:
-            if exc.errno != errno.EINVAL:
+            if exc.errno not in _NO_DIRECT_IO:
                 raise
             self._disable()
         finally:

@@ -164,13 +164,14 @@ def test_stored_blocks_bypass_the_page_cache_where_direct_io_works(tmp_path: Pat
     cache.close()
 
 
+@pytest.mark.parametrize("refusal", [errno.EINVAL, errno.EOPNOTSUPP])
 def test_without_direct_io_blocks_are_written_through_the_page_cache(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int) -> None:
     real_open = os.open
 
     def open_without_direct_io(path, flags, *args):
         if flags & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
+            raise OSError(refusal, os.strerror(refusal))
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(block_cache.os, "open", open_without_direct_io)
