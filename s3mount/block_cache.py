@@ -98,18 +98,24 @@ class _DirectWrites:
         self.enabled = True
         self._buffers = threading.local()
 
-    def write(self, path: str, data: memoryview, offset: int) -> memoryview:
-        """Write the longest aligned start of ``data`` at ``offset`` to ``path``;
-        return the rest, for a buffered write (all of it at an unaligned offset)."""
-        whole = len(data) - len(data) % _DIRECT_ALIGN
-        if not self.enabled or not whole or offset % _DIRECT_ALIGN:
-            return data
+    def open(self, path: str) -> int | None:
+        """A descriptor of ``path`` for direct writes, or None: then the caller
+        writes buffered (direct I/O is off, refused, or the open failed)."""
+        if not self.enabled:
+            return None
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+            return os.open(path, os.O_WRONLY | os.O_DIRECT)
         except OSError as exc:
-            if exc.errno not in _NO_DIRECT_IO:
-                raise
-            self._disable()
+            if exc.errno in _NO_DIRECT_IO:
+                self._disable()
+            return None
+
+    def write(self, fd: int | None, data: memoryview, offset: int) -> memoryview:
+        """Write the longest aligned start of ``data`` at ``offset`` through ``fd``
+        (from ``open``); return the rest, for a buffered write (all of it without
+        ``fd`` or at an unaligned offset)."""
+        whole = len(data) - len(data) % _DIRECT_ALIGN
+        if fd is None or not self.enabled or not whole or offset % _DIRECT_ALIGN:
             return data
         done = 0
         try:
@@ -123,8 +129,6 @@ class _DirectWrites:
             if exc.errno not in _NO_DIRECT_IO:
                 raise
             self._disable()
-        finally:
-            os.close(fd)
         return data[done:]
 
     def _buffer(self) -> mmap.mmap:
@@ -282,18 +286,22 @@ class BlockCache:
                 # Making room may have evicted all of this entry's blocks, and with
                 # them the entry: a data file made now would be counted by nobody.
                 return end
+            path = self._data_path(entry.name)
             try:
-                fd = os.open(self._data_path(entry.name), os.O_WRONLY | os.O_CREAT, 0o600)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
             except OSError as exc:
                 log.warning("cannot write the read cache (%s)", exc.strerror)
                 return end
+            # Opened under the lock as well: once it is released, another version
+            # may replace the file at this path.
+            direct_fd = self._direct.open(path)
             room = (last - first) * self.block
             self._reserved += room
             self._publish()
         try:
             offset = first * self.block
             run = memoryview(data)[offset - start:min(last * self.block, entry.size) - start]
-            rest = self._direct.write(self._data_path(entry.name), run, offset)
+            rest = self._direct.write(direct_fd, run, offset)
             pwrite_all(fd, rest, offset + len(run) - len(rest))
         except OSError as exc:
             log.warning("cannot write the read cache (%s)", exc.strerror)
@@ -303,6 +311,8 @@ class BlockCache:
             return end
         finally:
             os.close(fd)
+            if direct_fd is not None:
+                os.close(direct_fd)
         with self._lock:
             self._reserved -= room
             if self._entries.get(entry.name) is not entry:

@@ -164,6 +164,31 @@ def test_stored_blocks_bypass_the_page_cache_where_direct_io_works(tmp_path: Pat
     cache.close()
 
 
+def test_a_run_written_while_another_version_replaces_the_file_stays_out_of_it(
+        tmp_path: Path) -> None:
+    """The direct write of a run of version e1 starts after e2 replaced the data
+    file at the same path (the cache's lock is not held while writing): e2's
+    bytes stay as stored."""
+    size = 4 * BLOCK
+    old, new = os.urandom(size), os.urandom(size)
+    cache = make(tmp_path)
+    cache.open_version("k", "e1", size)
+    direct_write = cache._direct.write
+
+    def replaced_first(*args):
+        cache._direct.write = direct_write
+        cache.open_version("k", "e2", size)
+        cache.put("k", "e2", 0, new)
+        return direct_write(*args)
+
+    cache._direct.write = replaced_first
+    cache.put("k", "e1", 0, old)
+    assert cache._direct.write is direct_write, "the run was not written directly"
+    assert cache.get("k", "e2", 0, size) == new
+    assert cache.get("k", "e1", 0, size) is None
+    cache.close()
+
+
 @pytest.mark.parametrize("refusal", [errno.EINVAL, errno.EOPNOTSUPP])
 def test_without_direct_io_blocks_are_written_through_the_page_cache(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int) -> None:
