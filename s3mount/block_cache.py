@@ -115,7 +115,7 @@ class _DirectWrites:
         (from ``open``); return the rest, for a buffered write (all of it without
         ``fd`` or at an unaligned offset)."""
         whole = len(data) - len(data) % _DIRECT_ALIGN
-        if fd is None or not self.enabled or not whole or offset % _DIRECT_ALIGN:
+        if fd is None or not whole or offset % _DIRECT_ALIGN:
             return data
         done = 0
         try:
