@@ -88,6 +88,22 @@ def free_port() -> int:
 # --- The server and the relay -------------------------------------------------------------
 
 
+# moto keeps every object bigger than 5 MiB in a temporary file and its glibc gives
+# freed memory back at once, so each uploaded part was written to a file and
+# faulted in anew: 44% of moto's CPU in a random_write was page faults (perf), and
+# the server, not the client, set the time. Objects stay in memory and freed
+# memory is kept for reuse, as a real server's buffers are.
+SERVER_MEMORY_ENV = {
+    "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1 << 40),
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
+    "MALLOC_TOP_PAD_": str(256 << 20),
+}
+SERVER_MEMORY_NOTE = ("objects in memory, freed memory kept (MOTO_S3_DEFAULT_KEY_BUFFER_SIZE, "
+                      "MALLOC_ARENA_MAX=1, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_)")
+
+
 class MotoServer:
     """moto in server mode on loopback; its objects live in tmpfs when there is one.
 
@@ -100,7 +116,7 @@ class MotoServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "moto.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "TMPDIR": str(data_dir)}
+        env = {**os.environ, "TMPDIR": str(data_dir), **({} if plain else SERVER_MEMORY_ENV)}
         launcher = ["-m", "moto.server"] if plain else [str(BENCH / "moto_server.py")]
         self.process = subprocess.Popen(
             [sys.executable, *launcher, "-H", "127.0.0.1", "-p", str(self.port)],
@@ -116,7 +132,8 @@ class MotoServer:
         wait_until(accepting, READY_TIMEOUT, "the moto server")
         first = self.log_path.read_text(errors="replace").splitlines()[:1]
         self.patches = "none (plain moto)" if plain else (
-            first[0].split("patches ", 1)[-1] if first else "unknown")
+            (first[0].split("patches ", 1)[-1] if first else "unknown")
+            + "; memory: " + SERVER_MEMORY_NOTE)
         self.client = botocore.session.get_session().create_client(
             "s3", endpoint_url=self.url, region_name="us-east-1",
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
