@@ -43,6 +43,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from .cache_space import CacheSpace
 from .stats import Stats
@@ -220,30 +221,48 @@ class BlockCache:
 
     def get(self, key: str, etag: str, start: int, end: int) -> bytes | None:
         """Bytes [start, end) of that version when all their blocks are cached."""
+        pieces: list[bytes] = []
+
+        def read(fd: int) -> int:
+            pieces.append(os.pread(fd, end - start, start))
+            return len(pieces[0])
+
+        return pieces[0] if self._read_blocks(key, etag, start, end, read) else None
+
+    def get_into(self, key: str, etag: str, start: int, into: memoryview) -> bool:
+        """``get`` of ``len(into)`` bytes into ``into``: False when not all their
+        blocks are cached (``into`` may then hold anything)."""
+        return self._read_blocks(key, etag, start, start + len(into),
+                                 lambda fd: os.preadv(fd, [into], start))
+
+    def _read_blocks(self, key: str, etag: str, start: int, end: int,
+                     read: Callable[[int], int]) -> bool:
+        """Whether all blocks of [start, end) are cached and ``read`` (given the
+        data file, returning the bytes it read) read them all."""
         with self._lock:
             entry = self._entry(key, etag)
             if entry is None:
-                return None
+                return False
             first, last = start // self.block, (end - 1) // self.block
             if any(b not in entry.blocks for b in range(first, last + 1)):
-                return None
+                return False
             try:
                 fd = os.open(self._data_path(entry.name), os.O_RDONLY)
                 try:
-                    data = os.pread(fd, end - start, start)
+                    got = read(fd)
                 finally:
                     os.close(fd)
             except OSError as exc:
                 log.warning("read cache of %s unreadable (%s): dropped", key, exc.strerror)
                 self._remove(entry)
-                return None
-            if len(data) != end - start:
+                return False
+            if got != end - start:
                 self._remove(entry)
-                return None
+                return False
             for b in range(first, last + 1):
                 self._lru.move_to_end((entry.name, b))
             self._stats.count("disk_cache_hits", last - first + 1)
-            return data
+            return True
 
     def cached_prefix(self, key: str, etag: str, start: int, end: int) -> int:
         """Where the run of cached blocks from ``start`` ends (``start`` if none),

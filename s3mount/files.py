@@ -399,6 +399,16 @@ class OpenFile:
     def read(self, offset: int, length: int) -> bytes:
         return self.read_range(offset, length)
 
+    def read_into(self, offset: int, into: memoryview) -> int:
+        end = min(offset + len(into), self.size)
+        if offset >= end:
+            return 0
+        self._load(offset, end)
+        got = os.preadv(self._fd, [into[:end - offset]], offset)
+        # A sparse tail that was never written reads as zeros.
+        into[got:end - offset] = bytes(end - offset - got)
+        return end - offset
+
     def unchanged(self, offset: int, length: int) -> bool:
         if offset + length > self.original_limit:
             return False

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import mmap
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .block_cache import BlockCache
+from .buffers import BufferPool
 from .errors import FsError
 from .stats import Stats
 from .store import Store
@@ -59,6 +61,8 @@ class ReadPool:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="s3mount-read")
         self._lock = threading.Lock()
         self._held = 0
+        # The parts' bodies: as many bytes as the windows may hold are kept for reuse.
+        self.buffers = BufferPool(keep=total)
 
     @property
     def held(self) -> int:
@@ -79,7 +83,7 @@ class ReadPool:
         with self._lock:
             self._held -= size
 
-    def submit(self, fetch: Callable[[], bytes]) -> Future[bytes]:
+    def submit(self, fetch: Callable[[], memoryview]) -> Future[memoryview]:
         return self._executor.submit(fetch)
 
     def close(self) -> None:
@@ -88,11 +92,13 @@ class ReadPool:
 
 @dataclasses.dataclass(eq=False)
 class _Part:
-    """Bytes [start, end) of the object, being fetched or fetched."""
+    """Bytes [start, end) of the object, being fetched or fetched: the future's
+    result, in ``buffer`` (of the pool's buffers) once the fetch has begun."""
 
     start: int
     end: int
-    future: Future[bytes]
+    future: Future[memoryview] = dataclasses.field(init=False)
+    buffer: mmap.mmap | None = None
 
 
 class ObjectReader:
@@ -180,7 +186,7 @@ class ObjectReader:
                 # follow each other again.
                 self._next_offset = end
                 self._window = 0
-                return self._get(self.key, self.etag, self.size, offset, end, whole=False)
+                return self._get(self.key, self.etag, offset, end)
             self._window = READ_AHEAD_FIRST
             self._from_start = offset == 0
             self._fetched_to = offset
@@ -224,42 +230,66 @@ class ObjectReader:
             part_end = min(start + READ_PART, end)
             if not self._pool.reserve(part_end - start, needed=start < needed_to):
                 return
-            self._parts.append(_Part(start, part_end,
-                                     self._pool.submit(self._fetcher(start, part_end))))
+            part = _Part(start, part_end)
+            part.future = self._pool.submit(self._fetcher(part))
+            self._parts.append(part)
             self._fetched_to = start = part_end
 
-    def _fetcher(self, start: int, end: int) -> Callable[[], bytes]:
+    def _fetcher(self, part: _Part) -> Callable[[], memoryview]:
         key, etag, size = self.key, self.etag, self.size
-        return lambda: self._get(key, etag, size, start, end)
+        buffers = self._pool.buffers
 
-    def _get(self, key: str, etag: str, size: int, start: int, end: int, *,
-             whole: bool = True) -> bytes:
-        """Bytes [start, end) of that version: from the disk cache when all its
-        blocks are there, else the cached blocks at the start and a GET of the rest
-        in whole blocks, which are stored (``whole``; a random read fetches only
-        its bytes)."""
+        def fetch() -> memoryview:
+            # The disk cache fetches and stores whole blocks: the buffer holds them.
+            low = part.start - part.start % self._align
+            high = min(-(-part.end // self._align) * self._align, size)
+            part.buffer = buffers.acquire(high - low)
+            try:
+                return self._get_into(memoryview(part.buffer)[:high - low], key, etag,
+                                      low, part.start, part.end)
+            except BaseException:
+                buffers.release(part.buffer)
+                part.buffer = None
+                raise
+
+        return fetch
+
+    def _get_into(self, into: memoryview, key: str, etag: str, low: int, start: int,
+                  end: int) -> memoryview:
+        """Bytes [start, end) of that version, received into ``into`` (the whole
+        blocks from ``low``): from the disk cache when all its blocks are there,
+        else the cached blocks at the start and a GET of the rest, which is
+        stored; the part of ``into`` that holds [start, end)."""
+        cache = self._cache
+        high = low + len(into)
+        cached_to = low if cache is None else cache.cached_prefix(key, etag, low, high)
+        if (cache is not None and cached_to > low
+                and not cache.get_into(key, etag, low, into[:cached_to - low])):
+            cached_to = low  # evicted meanwhile
+        if cached_to < high:
+            fetched = into[cached_to - low:]
+            got = self._store.get_range_into(key, cached_to, high - 1, etag, fetched)
+            if cache is not None:
+                self._stats.count("disk_cache_misses", -(-(high - cached_to) // cache.block))
+                if got == len(fetched):
+                    cache.put(key, etag, cached_to, fetched)
+            high = cached_to + got
+        return into[start - low:max(min(end, high), start) - low]
+
+    def _get(self, key: str, etag: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of that version for a random read: from the disk
+        cache when all its blocks are there, else fetched (only these bytes) and
+        stored."""
         cache = self._cache
         if cache is None:
             return self._store.get_range(key, start, end - 1, etag)
         data = cache.get(key, etag, start, end)
         if data is not None:
             return data
-        if not whole:
-            self._stats.count("disk_cache_misses")
-            data = self._store.get_range(key, start, end - 1, etag)
-            cache.put(key, etag, start, data)
-            return data
-        low = start - start % cache.block
-        high = min(-(-end // cache.block) * cache.block, size)
-        cached_to = cache.cached_prefix(key, etag, low, high)
-        prefix = cache.get(key, etag, low, cached_to) if cached_to > low else b""
-        if prefix is None:  # evicted meanwhile
-            cached_to, prefix = low, b""
-        fetched = self._store.get_range(key, cached_to, high - 1, etag)
-        self._stats.count("disk_cache_misses", -(-(high - cached_to) // cache.block))
-        if len(fetched) == high - cached_to:
-            cache.put(key, etag, cached_to, fetched)
-        return (prefix + fetched)[start - low:end - low]
+        self._stats.count("disk_cache_misses")
+        data = self._store.get_range(key, start, end - 1, etag)
+        cache.put(key, etag, start, data)
+        return data
 
     def _collect(self, offset: int, end: int) -> bytes:
         pieces = []
@@ -285,7 +315,15 @@ class ObjectReader:
         self._fetched_to = 0
 
     def _discard(self, part: _Part) -> None:
-        """Give the part's bytes back to the budget once no request holds them."""
+        """Give the part's bytes back to the budget, and its buffer to the pool,
+        once no request holds them (nothing reads a part once it is discarded)."""
         part.future.cancel()  # if it has not started
-        size = part.end - part.start
-        part.future.add_done_callback(lambda _future: self._pool.release(size))
+        pool = self._pool
+
+        def done(_future: Future[memoryview]) -> None:
+            pool.release(part.end - part.start)
+            if part.buffer is not None:
+                pool.buffers.release(part.buffer)
+                part.buffer = None
+
+        part.future.add_done_callback(done)

@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .buffers import BufferBody
+
 log = logging.getLogger(__name__)
 # Statistics asked for with SIGUSR1 are logged whatever dbglevel says.
 log.setLevel(logging.INFO)
@@ -47,7 +49,7 @@ class Stats:
     def request(self, operation: str, params: Mapping[str, Any]) -> None:
         """A request is about to be sent (``params``: botocore's parameters)."""
         body = params.get("Body")
-        if isinstance(body, (bytes, bytearray, memoryview)):
+        if isinstance(body, (bytes, bytearray, memoryview, BufferBody)):
             size = len(body)
         else:  # a stream, if any, must come with its length
             size = params.get("ContentLength", 0)

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import botocore.session
@@ -50,6 +50,7 @@ from botocore.exceptions import (
 from botocore.utils import determine_content_length, parse_timestamp
 
 from . import __version__
+from .buffers import BufferBody
 from .credentials import Credentials
 from .errors import CredentialsError, FsError, S3mountError, errno_for_s3_code
 from .lean_head import LeanHead, head_fields
@@ -632,55 +633,84 @@ class Store:
 
         A body shorter than asked for (a cut connection) is an error, never data.
         """
+        return cast(bytes, self._get_pinned(key, start, end, etag, None))
+
+    def get_range_into(self, key: str, start: int, end: int, etag: str | None,
+                       into: memoryview) -> int:
+        """Like ``get_range``, into ``into`` (``end - start + 1`` bytes, a reused
+        buffer: a big body then costs no new memory); the number of bytes
+        received, fewer only when the object ends before ``end``."""
+        return len(self._get_pinned(key, start, end, etag, into))
+
+    def _get_pinned(self, key: str, start: int, end: int, etag: str | None,
+                    into: memoryview | None) -> bytes | memoryview:
         params: dict[str, Any] = {"Key": key, "Range": f"bytes={start}-{end}"}
         if etag:
             params["IfMatch"] = etag
         if self._sse is None:
-            return self._get(params, start, end)
+            return self._get(params, start, end, into)
         try:
             return self._get({**params, **self._sse.for_read(self._sse_md5(key, etag))},
-                             start, end)
+                             start, end, into)
         except S3Error as exc:
             if exc.code not in _SSE_C_REFUSALS:
                 raise
         # Another client rewrote the object with another key (or without SSE-C).
         self._sse_forget(key)
-        return self._get({**params, **self._sse.for_read(self._sse_md5(key, etag))}, start, end)
+        return self._get({**params, **self._sse.for_read(self._sse_md5(key, etag))},
+                         start, end, into)
 
-    def _get(self, params: dict[str, Any], start: int, end: int) -> bytes:
+    def _get(self, params: dict[str, Any], start: int, end: int,
+             into: memoryview | None) -> bytes | memoryview:
         """A ranged GET and the reading of its body, retried together."""
         corrupt: set[str] = set()  # MD5s of bodies that failed the ETag check
         return self._retrying("get_object", params["Key"],
-                              lambda: self._get_once(params, start, end, corrupt))
+                              lambda: self._get_once(params, start, end, into, corrupt))
 
     def _get_once(self, params: dict[str, Any], start: int, end: int,
-                  corrupt: set[str]) -> bytes:
+                  into: memoryview | None, corrupt: set[str]) -> bytes | memoryview:
+        """The body, or the part of ``into`` it was received into."""
         response = self._request("get_object", params)
         body = response["Body"]
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        data: bytes | memoryview
         try:
             if status == 200 and "ContentRange" not in response:
                 data = self._range_of_whole_body(body, response, start, end)
                 whole = start == 0 and len(data) == response.get("ContentLength")
+            elif into is not None and response.get("ContentLength") is not None:
+                length = response["ContentLength"]
+                whole = self._check_range(response, length, start, end)
+                if length > len(into):
+                    raise TransferError(f"get_object: {length} bytes for {len(into)}")
+                data = into[:length]
+                got = _read_body_into(body, data)
+                if got != length:
+                    raise TransferError(f"get_object: short body ({got} of {length} bytes)")
             else:
                 # StreamingBody checks the length it read against Content-Length.
                 data = body.read()
-                whole = self._check_range(response, data, start, end)
+                whole = self._check_range(response, len(data), start, end)
         except (BotoCoreError, OSError) as exc:
             raise TransferError.of("get_object body", exc) from exc
         finally:
             body.close()
         if whole:
             self._check_md5(params["Key"], response, data, corrupt)
+        if into is not None and not isinstance(data, memoryview):
+            if len(data) > len(into):
+                raise TransferError(f"get_object: {len(data)} bytes for {len(into)}")
+            into[:len(data)] = data
+            data = into[:len(data)]
         return data
 
     @staticmethod
-    def _check_range(response: Mapping[str, Any], data: bytes, start: int, end: int) -> bool:
-        """Check that the body is the range asked for, as long as announced; return
-        whether it is the whole object."""
+    def _check_range(response: Mapping[str, Any], length: int, start: int, end: int) -> bool:
+        """Check that a body of ``length`` bytes is the range asked for, as long as
+        announced; return whether it is the whole object."""
         expected = response.get("ContentLength")
-        if expected is not None and len(data) != expected:
-            raise TransferError(f"get_object: short body ({len(data)} of {expected} bytes)")
+        if expected is not None and length != expected:
+            raise TransferError(f"get_object: short body ({length} of {expected} bytes)")
         content_range = response.get("ContentRange")
         if content_range is None:
             return False
@@ -691,12 +721,12 @@ class Store:
         except ValueError:
             raise TransferError(f"get_object: malformed Content-Range {content_range!r}") from None
         wanted_last = end if total is None else min(end, total - 1)
-        if first != start or last != wanted_last or len(data) != last - first + 1:
-            raise TransferError(f"get_object: got {len(data)} bytes as {content_range!r} for "
+        if first != start or last != wanted_last or length != last - first + 1:
+            raise TransferError(f"get_object: got {length} bytes as {content_range!r} for "
                                 f"bytes {start}-{end}")
         return start == 0 and total is not None and last == total - 1
 
-    def _check_md5(self, key: str, response: Mapping[str, Any], data: bytes,
+    def _check_md5(self, key: str, response: Mapping[str, Any], data: bytes | memoryview,
                    corrupt: set[str]) -> None:
         """Check a whole object's body against its ETag, when that is an MD5: not
         for multipart objects (ETag "...-N"), SSE-KMS or SSE-C ones."""
@@ -858,9 +888,18 @@ class Store:
             entry = self._sse_uploads.get(upload_id)
         return entry[0] if entry else self._sse.for_write()
 
-    def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
-        response = self._call("upload_part", Key=key, UploadId=upload_id, PartNumber=number,
-                              Body=body, **self._upload_sse(upload_id))
+    def upload_part(self, key: str, upload_id: str, number: int,
+                    body: bytes | memoryview) -> str:
+        """Send part ``number``; ``body`` is not used once this returns."""
+        params = {"Key": key, "UploadId": upload_id, "PartNumber": number,
+                  **self._upload_sse(upload_id)}
+
+        def attempt() -> dict[str, Any]:
+            # A file body is read to its end by each attempt: each gets its own.
+            wrapped = BufferBody(body) if isinstance(body, memoryview) else body
+            return self._request("upload_part", {**params, "Body": wrapped})
+
+        response = self._retrying("upload_part", key, attempt)
         return response["ETag"]
 
     def upload_part_copy(self, key: str, upload_id: str, number: int, source_key: str,
@@ -1042,6 +1081,32 @@ def _set_header(request: Any, name: str, value: str) -> None:
 
 def _add_content_md5(request: Any, **_: Any) -> None:
     _set_header(request, "Content-MD5", base64.b64encode(_body_md5(request.body)).decode())
+
+
+def _read_body_into(body: Any, into: memoryview) -> int:
+    """Receive a GET's body (botocore's StreamingBody) straight into ``into``; the
+    number of bytes read, less than ``len(into)`` only when the body ends first.
+
+    The socket reads go into ``into`` through http.client's ``readinto``, below
+    urllib3, which would read into new bytes and copy; the connection then goes
+    back to urllib3's pool as after a read of the whole body. Bodies of other
+    shapes are read whole and copied.
+    """
+    raw = getattr(body, "_raw_stream", None)
+    response = getattr(raw, "_fp", None)
+    if not hasattr(response, "readinto") or not hasattr(raw, "release_conn"):
+        data = body.read(len(into))
+        into[:len(data)] = data
+        return len(data)
+    filled = 0
+    while filled < len(into):
+        received = response.readinto(into[filled:])
+        if not received:
+            break
+        filled += received
+    if response.isclosed():  # all of it was read: the connection can serve again
+        raw.release_conn()
+    return filled
 
 
 def _body_md5(body: Any) -> bytes:

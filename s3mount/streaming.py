@@ -349,16 +349,17 @@ class Streamer:
         offset, length = (number - 1) * stream.part, stream.part
         etag = None
         try:
-            with self._transfer.budget.hold(length):
+            with (self._transfer.budget.hold(length),
+                  self._transfer.buffers.borrow(length) as data):
                 with stream._lock:
                     if stream.state is not State.OPEN or stream._fd is None:
                         return
                     generation = stream._generation.get(number, 0)
                     fd, upload_id = stream._fd, stream.upload_id
                 assert upload_id is not None
-                data = os.pread(fd, length, offset)
-                if len(data) != length:
-                    raise FsError(errno.EIO, f"the cache file gave {len(data)} of {length} "
+                got = os.preadv(fd, [data], offset)
+                if got != length:
+                    raise FsError(errno.EIO, f"the cache file gave {got} of {length} "
                                   f"bytes at {offset}")
                 etag = self._store.upload_part(stream.key, upload_id, number, data)
         except (FsError, OSError) as exc:

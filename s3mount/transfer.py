@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Protocol
 
+from .buffers import BufferPool
 from .errors import FsError
 from .store import Store
 
@@ -104,6 +105,10 @@ class DataSource(Protocol):
         """
         ...
 
+    def read_into(self, offset: int, into: memoryview) -> int:
+        """``read`` of ``len(into)`` bytes into ``into``; how many were read."""
+        ...
+
     def unchanged(self, offset: int, length: int) -> bool:
         """True when the range equals the same range of the original object."""
         ...
@@ -160,10 +165,14 @@ def part_ranges(total: int, part: int) -> list[tuple[int, int, int]]:
 
 def _read_exactly(source: DataSource, offset: int, length: int) -> bytes:
     data = source.read(offset, length)
-    if len(data) != length:
-        # A short read inside the announced size would silently truncate the object.
-        raise FsError(errno.EIO, f"source gave {len(data)} of {length} bytes at {offset}")
+    _check_read(len(data), length, offset)
     return data
+
+
+def _check_read(got: int, length: int, offset: int) -> None:
+    if got != length:
+        # A short read inside the announced size would silently truncate the object.
+        raise FsError(errno.EIO, f"source gave {got} of {length} bytes at {offset}")
 
 
 class _ObjectSource:
@@ -179,6 +188,13 @@ class _ObjectSource:
         if end <= offset:
             return b""
         return self._store.get_range(self._original.key, offset, end - 1, self._original.etag)
+
+    def read_into(self, offset: int, into: memoryview) -> int:
+        end = min(offset + len(into), self.size)
+        if end <= offset:
+            return 0
+        return self._store.get_range_into(self._original.key, offset, end - 1,
+                                          self._original.etag, into[:end - offset])
 
     def unchanged(self, offset: int, length: int) -> bool:
         # Only used when server-side copies are off, so there is nothing to copy from.
@@ -206,6 +222,8 @@ class Transfer:
         self._lock = threading.Lock()
         self._copy_supported = True
         self.budget = ByteBudget(settings.max_bytes_in_flight)
+        # The parts' bodies, within the budget.
+        self.buffers = BufferPool(keep=settings.max_bytes_in_flight)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -270,9 +288,9 @@ class Transfer:
 
     def _send_part(self, key: str, upload_id: str, source: DataSource, number: int,
                    offset: int, length: int) -> str:
-        with self.budget.hold(length):
-            return self._store.upload_part(key, upload_id, number,
-                                           _read_exactly(source, offset, length))
+        with self.budget.hold(length), self.buffers.borrow(length) as body:
+            _check_read(source.read_into(offset, body), length, offset)
+            return self._store.upload_part(key, upload_id, number, body)
 
     def send_parts(self, key: str, upload_id: str, source: DataSource,
                    ranges: list[tuple[int, int, int]]) -> list[tuple[int, str]]:

@@ -185,6 +185,11 @@ class MemorySource:
         self.reads.append((offset, length))
         return self.data[offset:offset + length]
 
+    def read_into(self, offset: int, into: memoryview) -> int:
+        data = self.read(offset, len(into))
+        into[:len(data)] = data
+        return len(data)
+
     def unchanged(self, offset: int, length: int) -> bool:
         return not any(start < offset + length and offset < end for start, end in self.changed)
 

@@ -256,6 +256,7 @@ class S3Proxy:
         self.rules = list(rules or [])
         self._random = random.Random(seed)
         self._counts: Counter[str] = Counter()
+        self._connections = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.proxy = self  # type: ignore[attr-defined]
@@ -341,6 +342,15 @@ class S3Proxy:
         with self._lock:
             return Counter(self._counts)
 
+    def connections(self) -> int:
+        """Client connections accepted so far."""
+        with self._lock:
+            return self._connections
+
+    def connected(self) -> None:
+        with self._lock:
+            self._connections += 1
+
     def decide(self, request: ProxyRequest) -> Action | None:
         """Count the request; return the action of the first rule that fires, if any."""
         with self._lock:
@@ -381,6 +391,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 60  # idle client connections end on their own after stop()
 
     def handle(self) -> None:
+        self.server.proxy.connected()  # type: ignore[attr-defined]
         # Clients drop connections they cannot reuse, and faults cut them: both are normal.
         try:
             super().handle()

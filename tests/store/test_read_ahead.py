@@ -3,12 +3,13 @@ requests (parallel ranged GETs in a growing window), what a random read
 requests (only its bytes), the memory budget, and a change of the object
 during a read (ESTALE or the new data, never a mix).
 
-The Store is real; a thin wrapper around its get_range records the ranges and
+The Store is real; a thin wrapper around its ranged GETs records the ranges and
 how many GETs were running at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import random
@@ -39,6 +40,16 @@ class RecordingStore(Store):
         self._changed = threading.Condition()
 
     def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
+        with self._recorded(start, end):
+            return super().get_range(key, start, end, etag)
+
+    def get_range_into(self, key: str, start: int, end: int, etag: str | None,
+                       into: memoryview) -> int:
+        with self._recorded(start, end):
+            return super().get_range_into(key, start, end, etag, into)
+
+    @contextlib.contextmanager
+    def _recorded(self, start: int, end: int) -> Iterator[None]:
         with self._changed:
             self.ranges.append((start, end + 1))
             self.running += 1
@@ -46,7 +57,7 @@ class RecordingStore(Store):
             self._changed.notify_all()
             self._changed.wait_for(lambda: self.running > 1, timeout=0.25)
         try:
-            return super().get_range(key, start, end, etag)
+            yield
         finally:
             with self._changed:
                 self.running -= 1
@@ -97,6 +108,31 @@ def test_sequential_read_uses_parallel_ranges_in_a_growing_window(s3, bucket, st
     assert 6 <= len(ranges) <= 14  # whole parts once the window has grown
     reader.close()
     wait_until(lambda: pool.held == 0, 30, "the read-ahead to be given back")
+
+
+def test_parts_are_received_into_reused_buffers_given_back_at_close(s3, bucket, store, pool,
+                                                                   monkeypatch):
+    """The parts of one stream take turns in a few buffers (memory already
+    faulted in), and a closed reader leaves the pool nothing to hold."""
+    data, etag = put(s3, bucket, "big", 128 * MiB)
+    lent = []
+    acquire = pool.buffers.acquire
+
+    def recording_acquire(size: int):
+        buffer = acquire(size)
+        lent.append(id(buffer))
+        return buffer
+
+    monkeypatch.setattr(pool.buffers, "acquire", recording_acquire)
+    reader = reader_of(store, pool, "big", etag, len(data))
+    got = b"".join(reader.read(offset, KERNEL_READ)
+                   for offset in range(0, len(data), KERNEL_READ))
+    assert got == data
+    assert len(lent) >= 16  # 128 MiB in parts of at most 8 MiB
+    assert len(set(lent)) <= len(lent) // 2
+    reader.close()
+    wait_until(lambda: pool.held == 0, 30, "the read-ahead to be given back")
+    assert pool.buffers.kept == 0
 
 
 def test_the_window_of_a_stream_from_the_start_doubles_at_each_read(s3, bucket, store, pool):

@@ -85,6 +85,24 @@ def op_get(store: Store, s3, bucket: str, transfers: list[Transfer]) -> None:
     assert store.get_range("k", 1000, 1999) == data[1000:2000]
 
 
+def get(store: Store, key: str, start: int, end: int, *, into: bool) -> bytes:
+    """Bytes start..end of ``key`` through get_range, or get_range_into a buffer
+    (bigger than the range: only the bytes received count)."""
+    if not into:
+        return store.get_range(key, start, end)
+    buffer = bytearray(b"\xee" * (end - start + 1 + 100))
+    got = store.get_range_into(key, start, end, None, memoryview(buffer)[:end - start + 1])
+    assert buffer[end - start + 1:] == b"\xee" * 100  # nothing written past the range
+    return bytes(buffer[:got])
+
+
+def op_get_into(store: Store, s3, bucket: str, transfers: list[Transfer]) -> None:
+    data = payload(300_000)
+    s3.put_object(Bucket=bucket, Key="k", Body=data)
+    assert get(store, "k", 0, len(data) - 1, into=True) == data
+    assert get(store, "k", 1000, 1999, into=True) == data[1000:2000]
+
+
 def op_head(store: Store, s3, bucket: str, transfers: list[Transfer]) -> None:
     s3.put_object(Bucket=bucket, Key="k", Body=b"12345")
     info = store.head("k")
@@ -124,6 +142,7 @@ def op_multipart(store: Store, s3, bucket: str, transfers: list[Transfer]) -> No
 OPERATIONS = {
     "PutObject": op_put,
     "GetObject": op_get,
+    "GetObject-into": op_get_into,
     "HeadObject": op_head,
     "ListObjects": op_list,
     "DeleteObject": op_delete,
@@ -144,7 +163,7 @@ def test_fault_once_is_retried(operation: str, fault: str, s3, bucket: str,
     CompleteMultipartUpload: moto completes the upload again where S3 answers
     NoSuchUpload; that case is in test_store_answers.)"""
     action = FAULTS[fault]
-    rule = proxy.add(Rule(operation_is(operation), action, times=1,
+    rule = proxy.add(Rule(operation_is(operation.removesuffix("-into")), action, times=1,
                           skip=1 if operation == "UploadPart" else 0))
     store = make_store(proxy.url)
     OPERATIONS[operation](store, s3, bucket, transfers)
@@ -165,34 +184,37 @@ DAMAGED_BODY_CASES = [pytest.param(fault, whole, id=f"{fault}-{'whole' if whole 
                       if whole or not isinstance(action, Corrupt)]
 
 
+@pytest.mark.parametrize("into", [False, True], ids=["bytes", "into"])
 @pytest.mark.parametrize(("fault", "whole"), DAMAGED_BODY_CASES)
-def test_damaged_body_is_retried(fault: str, whole: bool, s3, bucket: str, proxy: S3Proxy,
-                                 make_store: StoreFactory) -> None:
+def test_damaged_body_is_retried(fault: str, whole: bool, into: bool, s3, bucket: str,
+                                 proxy: S3Proxy, make_store: StoreFactory) -> None:
     action = BODY_FAULTS[fault]
     data = payload(200_000)
     s3.put_object(Bucket=bucket, Key="k", Body=data)
     rule = proxy.add(Rule(operation_is("GetObject"), action, times=1))
     store = make_store(proxy.url)
     start, end = (0, len(data) - 1) if whole else (5000, 150_000)
-    assert store.get_range("k", start, end) == data[start:end + 1]
+    assert get(store, "k", start, end, into=into) == data[start:end + 1]
     assert rule.fired == 1
     assert store.request_counts()["get_object"] == proxy.counts()["GetObject"] == 2
 
 
-def test_answer_for_another_range_is_retried(s3, bucket: str, proxy: S3Proxy,
+@pytest.mark.parametrize("into", [False, True], ids=["bytes", "into"])
+def test_answer_for_another_range_is_retried(into: bool, s3, bucket: str, proxy: S3Proxy,
                                               make_store: StoreFactory) -> None:
     """A body as long as announced, but of another range than asked for."""
     data = payload(1000)
     s3.put_object(Bucket=bucket, Key="k", Body=data)
     rule = proxy.add(Rule(operation_is("GetObject"), SetHeader("Content-Range", "bytes 0-99/1000"),
                           times=1))
-    assert make_store(proxy.url).get_range("k", 100, 199) == data[100:200]
+    assert get(make_store(proxy.url), "k", 100, 199, into=into) == data[100:200]
     assert rule.fired == 1 and proxy.counts()["GetObject"] == 2
 
 
+@pytest.mark.parametrize("into", [False, True], ids=["bytes", "into"])
 @pytest.mark.parametrize("fault", ["cut-half", "one-byte-flipped"])
-def test_damaged_body_every_time_is_eio(fault: str, s3, bucket: str, proxy: S3Proxy,
-                                        make_store: StoreFactory,
+def test_damaged_body_every_time_is_eio(fault: str, into: bool, s3, bucket: str,
+                                        proxy: S3Proxy, make_store: StoreFactory,
                                         caplog: pytest.LogCaptureFixture) -> None:
     data = payload(100_000)
     s3.put_object(Bucket=bucket, Key="k", Body=data)
@@ -200,7 +222,7 @@ def test_damaged_body_every_time_is_eio(fault: str, s3, bucket: str, proxy: S3Pr
     store = make_store(proxy.url, retries=2)
     with caplog.at_level(logging.INFO, logger="s3mount.store"), \
             pytest.raises(FsError) as caught:
-        store.get_range("k", 0, len(data) - 1)
+        get(store, "k", 0, len(data) - 1, into=into)
     assert caught.value.errno == errno.EIO
     assert proxy.counts()["GetObject"] == 3
     assert "get_object of k on" in caplog.text and "gave up after 3 attempts" in caplog.text
@@ -274,6 +296,22 @@ def test_open_connections_are_reset_while_offline(s3, bucket: str, proxy: S3Prox
         store.get_range("k", 0, 0)
     proxy.online()
     assert store.get_range("k", 0, 0) == b"x"
+
+
+def test_a_body_read_into_a_buffer_gives_its_connection_back(s3, bucket: str, proxy: S3Proxy,
+                                                            make_store: StoreFactory) -> None:
+    """get_range_into reads below urllib3: the kept-alive connection must still go
+    back to the pool, clean, for the next request (a body left unread on it
+    would be taken for the next answer)."""
+    data = payload(3 * MiB)
+    s3.put_object(Bucket=bucket, Key="k", Body=data)
+    store = make_store(proxy.url)
+    for start in range(0, len(data), 256 * 1024):
+        end = min(start + 300_000, len(data)) - 1
+        assert get(store, "k", start, end, into=True) == data[start:end + 1]
+        assert get(store, "k", end, end, into=False) == data[end:end + 1]
+    assert proxy.counts()["GetObject"] == 2 * 12
+    assert proxy.connections() == 1
 
 
 def test_lost_answer_of_a_copy_onto_itself(s3, bucket: str, proxy: S3Proxy,
