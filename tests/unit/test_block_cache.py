@@ -5,6 +5,7 @@ one owner of the directory at a time."""
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
 import subprocess
@@ -147,20 +148,31 @@ def _resident_bytes(path: str) -> int:
     return int(out.strip())
 
 
-def test_stored_blocks_bypass_the_page_cache_where_direct_io_works(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["bytes", "aligned-buffer", "unaligned-buffer"])
+def test_stored_blocks_bypass_the_page_cache_where_direct_io_works(tmp_path: Path,
+                                                                   kind: str) -> None:
     """Runs longer than the direct-write buffer, ending in a short last block:
     the bytes read back are the bytes stored, and only the unaligned tail went
-    through the page cache."""
+    through the page cache. Bytes in a page-aligned buffer (a read-ahead part's)
+    are written from it; others are copied into the thread's aligned buffer."""
     if shutil.which("fincore") is None:
         pytest.skip("fincore (util-linux) is not installed: cannot see the page cache")
     body = os.urandom(2 * block_cache._DIRECT_BUFFER + 3 * BLOCK + 100)
+    data: bytes | memoryview = body
+    if kind != "bytes":
+        skew = 0 if kind == "aligned-buffer" else 512
+        buffer = mmap.mmap(-1, len(body) + skew)
+        buffer[skew:] = body
+        data = memoryview(buffer)[skew:]
     cache = make(tmp_path)
     cache.open_version("k", "e1", len(body))
-    cache.put("k", "e1", 0, body)
+    cache.put("k", "e1", 0, data)
     assert cache._direct.enabled, "the test directory's filesystem refused O_DIRECT"
     path = cache._data_path(cache._name("k"))
     assert _resident_bytes(path) <= 4096
     assert cache.get("k", "e1", 0, len(body)) == body
+    copied = getattr(cache._direct._buffers, "buffer", None) is not None
+    assert copied == (kind != "aligned-buffer")
     cache.close()
 
 
