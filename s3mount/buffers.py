@@ -20,10 +20,12 @@ GRAIN = 1024 * 1024  # new buffers are made in whole MiB, so that they fit again
 
 
 class BufferPool:
-    """Page-aligned anonymous buffers, kept for reuse up to ``keep`` bytes.
+    """Page-aligned anonymous buffers, kept for reuse while those out and those
+    kept total at most ``keep`` bytes.
 
-    Callers bound how many buffers are out at once (the read-ahead budget, the
-    upload budget); the pool bounds what it keeps when they come back.
+    Callers bound the buffers out at once (the read-ahead budget, the upload
+    budget); a buffer given back is kept only within ``keep``, so the pool never
+    holds more than the larger of ``keep`` and what is out.
     """
 
     def __init__(self, keep: int) -> None:
@@ -32,6 +34,7 @@ class BufferPool:
         self._free: list[mmap.mmap] = []
         self._kept = 0
         self._out = 0
+        self._out_bytes = 0
 
     def acquire(self, size: int) -> mmap.mmap:
         """A buffer of at least ``size`` bytes (its old content is undefined): the
@@ -43,17 +46,20 @@ class BufferPool:
                 buffer = min(fitting, key=len)
                 self._free.remove(buffer)
                 self._kept -= len(buffer)
-                return buffer
-        return mmap.mmap(-1, max(-(-size // GRAIN), 1) * GRAIN)
+            else:
+                buffer = mmap.mmap(-1, max(-(-size // GRAIN), 1) * GRAIN)
+            self._out_bytes += len(buffer)
+            return buffer
 
     def release(self, buffer: mmap.mmap) -> None:
         """Give back a buffer from ``acquire``; nothing may use it afterwards."""
         with self._lock:
             self._out -= 1
+            self._out_bytes -= len(buffer)
             if self._out == 0:
                 self._free.clear()
                 self._kept = 0
-            elif self._kept + len(buffer) <= self._keep:
+            elif self._out_bytes + self._kept + len(buffer) <= self._keep:
                 self._free.append(buffer)
                 self._kept += len(buffer)
 

@@ -45,13 +45,16 @@ def test_the_smallest_buffer_that_fits_is_taken() -> None:
     assert len(running) == GRAIN
 
 
-def test_what_is_kept_stays_within_the_bound() -> None:
+def test_buffers_out_and_kept_stay_within_the_bound() -> None:
     pool = BufferPool(keep=10 * MiB)
     running = pool.acquire(1)
-    buffers = [pool.acquire(4 * MiB) for _ in range(4)]
-    for buffer in buffers:
-        pool.release(buffer)
-    assert pool.kept == 8 * MiB  # the third and fourth did not fit
+    buffers = [pool.acquire(4 * MiB) for _ in range(4)]  # 17 MiB out: more than keep
+    pool.release(buffers[0])
+    pool.release(buffers[1])
+    assert pool.kept == 0  # 13, then 9 MiB still out: none of them fits beside
+    pool.release(buffers[2])
+    pool.release(buffers[3])
+    assert pool.kept == 8 * MiB  # 1 MiB out and 8 kept
     pool.release(running)
 
 
