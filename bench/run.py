@@ -100,8 +100,9 @@ SERVER_MEMORY_ENV = {
     "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
     "MALLOC_TOP_PAD_": str(256 << 20),
 }
-SERVER_MEMORY_NOTE = ("objects in memory, freed memory kept (MOTO_S3_DEFAULT_KEY_BUFFER_SIZE, "
-                      "MALLOC_ARENA_MAX=1, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_)")
+SERVER_MEMORY_NOTE = ("objects in memory, freed memory kept ("
+                      + ", ".join(f"{name}={value}" for name, value in SERVER_MEMORY_ENV.items())
+                      + ")")
 
 
 class MotoServer:

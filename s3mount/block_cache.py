@@ -121,7 +121,7 @@ class _DirectWrites:
             return data
         done = 0
         try:
-            if _address(data) % _DIRECT_ALIGN == 0:
+            if _is_aligned(data):
                 pwrite_all(fd, data[:whole], offset)
                 return data[whole:]
             buffer = self._buffer()
@@ -147,12 +147,11 @@ class _DirectWrites:
         self.enabled = False
 
 
-def _address(data: memoryview) -> int:
-    """Where ``data`` is in memory; 1 (unaligned) for read-only bytes, whose
-    address ctypes does not give."""
-    if data.readonly:
-        return 1
-    return ctypes.addressof(ctypes.c_char.from_buffer(data))
+def _is_aligned(data: memoryview) -> bool:
+    """Whether ``data`` starts at an address direct I/O accepts (never known for
+    read-only bytes: ctypes gives the address of writable buffers only)."""
+    return (not data.readonly
+            and ctypes.addressof(ctypes.c_char.from_buffer(data)) % _DIRECT_ALIGN == 0)
 
 
 def punch_hole(fd: int, offset: int, length: int) -> bool:

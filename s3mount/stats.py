@@ -13,10 +13,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from typing import Any
-
-from .buffers import BufferBody
 
 log = logging.getLogger(__name__)
 # Statistics asked for with SIGUSR1 are logged whatever dbglevel says.
@@ -49,10 +47,8 @@ class Stats:
     def request(self, operation: str, params: Mapping[str, Any]) -> None:
         """A request is about to be sent (``params``: botocore's parameters)."""
         body = params.get("Body")
-        if isinstance(body, (bytes, bytearray, memoryview, BufferBody)):
-            size = len(body)
-        else:  # a stream, if any, must come with its length
-            size = params.get("ContentLength", 0)
+        # Bytes, or a body file that knows its length; any other stream comes with it.
+        size = len(body) if isinstance(body, Sized) else params.get("ContentLength", 0)
         with self._lock:
             self._requests[operation] += 1
             self._counts["bytes_up"] += size

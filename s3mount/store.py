@@ -485,6 +485,9 @@ class Store:
 
     def _request(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """One attempt; raises S3Error or TransferError."""
+        body = params.get("Body")
+        if hasattr(body, "seek"):
+            body.seek(0)  # an attempt before this one may have read it to its end
         self.stats.request(operation, params)
         try:
             response = getattr(self._client, operation)(Bucket=self.bucket, **params)
@@ -891,15 +894,9 @@ class Store:
     def upload_part(self, key: str, upload_id: str, number: int,
                     body: bytes | memoryview) -> str:
         """Send part ``number``; ``body`` is not used once this returns."""
-        params = {"Key": key, "UploadId": upload_id, "PartNumber": number,
-                  **self._upload_sse(upload_id)}
-
-        def attempt() -> dict[str, Any]:
-            # A file body is read to its end by each attempt: each gets its own.
-            wrapped = BufferBody(body) if isinstance(body, memoryview) else body
-            return self._request("upload_part", {**params, "Body": wrapped})
-
-        response = self._retrying("upload_part", key, attempt)
+        response = self._call("upload_part", Key=key, UploadId=upload_id, PartNumber=number,
+                              Body=BufferBody(body) if isinstance(body, memoryview) else body,
+                              **self._upload_sse(upload_id))
         return response["ETag"]
 
     def upload_part_copy(self, key: str, upload_id: str, number: int, source_key: str,
