@@ -105,7 +105,7 @@ class FsSettings:
     enable_negative_cache: bool = True
     compat_dir: bool = True
     max_thread_count: int = 10
-    multireq_max: int = 20  # parallel attribute prefetches of a listing
+    multireq_max: int = 64  # parallel attribute prefetches of a listing
     cache_dir: str = "/tmp"
     # Keep a journal of dirty files in cache_dir (a persistent use_cache directory).
     journal: bool = False

@@ -516,10 +516,11 @@ OPTIONS: tuple[Option, ...] = (
            aliases=("parallel_count",), metavar="N",
            help="Parallel S3 requests of transfers (parts of uploads, copies and "
                 "read-ahead), and the number of FUSE worker threads."),
-    Option("multireq_max", _integer(1, 256), 20, UPLOAD, metavar="N",
+    Option("multireq_max", _integer(1, 256), 64, UPLOAD, metavar="N",
            help="Parallel HEAD requests that fetch the attributes of a listed "
-                "directory's entries (ls -l), apart from max_thread_count "
-                "(as in s3fs)."),
+                "directory's entries (ls -l), apart from max_thread_count. "
+                "s3fs's default is 20: over a long round trip, the HEADs in "
+                "flight set the time of a cold ls -l."),
     # Network and retries
     Option("retries", _integer(0, 100), 5, NETWORK, metavar="N",
            help="Retries of a failed request: 5xx answers, throttling (503 SlowDown, 429), "
