@@ -11,9 +11,10 @@ LeanHead asks botocore once, at start, how it sends a HEAD in this bucket
 it is signed, so the probe needs neither credentials nor the network. Each
 HEAD then builds that request for its key and signs it. Where the client
 would connect straight to the endpoint (no proxy, no client certificate), it
-goes out on kept-alive ``http.client`` connections of LeanHead's own
-(_KeptConnections), with the client's TLS verification and time-outs: urllib3's
-urlopen and botocore's response wrapping cost about as much CPU again as the
+goes out on kept-alive connections of LeanHead's own (_KeptConnections),
+with the client's TLS verification and time-outs, which write the request
+and read the answer's head themselves: urllib3's urlopen, botocore's
+response wrapping and http.client's header parsing cost more CPU than the
 exchange itself. Otherwise it goes through the client's own connection pool.
 
 A HEAD has no body and no query, so its SigV4 signature is a few string
@@ -37,13 +38,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import http.client
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from botocore.auth import _host_from_url
@@ -118,18 +118,68 @@ class _SigV4:
                                     hashlib.sha256(canonical.encode()).hexdigest()))
         signature = hmac.new(self._signing_key(frozen.secret_key, date),
                              string_to_sign.encode(), hashlib.sha256).hexdigest()
-        del signed["host"]  # urllib3 sends it, from the URL
+        del signed["host"]  # sent apart, from the URL
         signed["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={frozen.access_key}/{scope}, "
                                    f"SignedHeaders={signed_names}, Signature={signature}")
         return signed
+
+
+class _NoAnswer(Exception):
+    """What came back is not an HTTP answer (nothing, on a connection the server
+    closed while it was idle, or a broken status line)."""
+
+
+# As http.client: the longest line of an answer's head, and the most header lines.
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
+def _read_answer(reader: BinaryIO) -> tuple[int, dict[str, str], bool]:
+    """(status, headers by lower-case name, whether the connection stays open) of
+    the answer to a HEAD, which has no body. Interim 1xx answers are skipped."""
+    while True:
+        line = reader.readline(_MAX_LINE + 1)
+        version, _, rest = line.partition(b" ")
+        code = rest[:3]
+        if not version.startswith(b"HTTP/1.") or not code.isdigit():
+            raise _NoAnswer(line[:80])
+        headers: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS + 1):
+            line = reader.readline(_MAX_LINE + 1)
+            if line in (b"\r\n", b"\n"):
+                break
+            if not line.endswith(b"\n"):
+                raise _NoAnswer("cut short" if len(line) <= _MAX_LINE else "header line too long")
+            name, colon, value = line.decode("latin-1").partition(":")
+            if colon:  # the first of repeated headers, as http.client's get()
+                headers.setdefault(name.strip().lower(), value.strip())
+        else:
+            raise _NoAnswer("too many headers")
+        if int(code) >= 200:
+            keep = version == b"HTTP/1.1" and headers.get("connection", "").lower() != "close"
+            return int(code), headers, keep
+
+
+class _Connection:
+    """A connection's socket and the buffered reader of its answers."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
 
 
 class _KeptConnections:
     """HEAD requests on kept-alive HTTP/1.1 connections to one endpoint.
 
     A HEAD answer has no body, so a connection is free again as soon as its
-    headers are read. Failures raise botocore's exceptions, as the client's own
-    pool does, so that retry.py and the log see the same errors either way.
+    headers are read. The request is written and the answer's head read here,
+    not by http.client, whose header parsing (the email package) cost about
+    half of a HEAD's CPU. Failures raise botocore's exceptions, as the client's
+    own pool does, so that retry.py and the log see the same errors either way.
     """
 
     def __init__(self, url: str, *, verify: bool | str, connect_timeout: float,
@@ -138,7 +188,9 @@ class _KeptConnections:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"no kept connections for {url!r}")
         self._url = url
-        self._host, self._port = parts.hostname, parts.port
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._host_header = _host_from_url(url)  # as _SigV4 signs it
         self._context: ssl.SSLContext | None = None
         if parts.scheme == "https":
             if verify:
@@ -150,56 +202,62 @@ class _KeptConnections:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._limit = limit
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[_Connection] = []
         self._lock = threading.Lock()
 
-    def _new(self) -> http.client.HTTPConnection:
-        if self._context is not None:
-            return http.client.HTTPSConnection(self._host, self._port,
-                                               timeout=self._connect_timeout,
-                                               context=self._context)
-        return http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
-
-    def _connect(self, connection: http.client.HTTPConnection) -> None:
+    def _connect(self) -> _Connection:
         try:
-            connection.connect()
-        except ssl.SSLError as exc:
-            raise SSLError(endpoint_url=self._url, error=exc) from exc
+            sock = socket.create_connection((self._host, self._port),
+                                            timeout=self._connect_timeout)
         except TimeoutError as exc:
             raise ConnectTimeoutError(endpoint_url=self._url, error=exc) from exc
         except OSError as exc:
             raise EndpointConnectionError(endpoint_url=self._url, error=exc) from exc
-        sock = connection.sock
-        sock.settimeout(self._read_timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        try:
+            if self._context is not None:  # the handshake, within the connect time-out
+                sock = self._context.wrap_socket(sock, server_hostname=self._host)
+            sock.settimeout(self._read_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except ssl.SSLError as exc:
+            sock.close()
+            raise SSLError(endpoint_url=self._url, error=exc) from exc
+        except TimeoutError as exc:
+            sock.close()
+            raise ConnectTimeoutError(endpoint_url=self._url, error=exc) from exc
+        except OSError as exc:
+            sock.close()
+            raise EndpointConnectionError(endpoint_url=self._url, error=exc) from exc
+        return _Connection(sock)
 
     def head(self, target: str, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str]]:
-        """(status, headers) of a HEAD of ``target`` (the path, percent-encoded)."""
+        """(status, headers by lower-case name) of a HEAD of ``target`` (the path,
+        percent-encoded)."""
+        request = "".join((f"HEAD {target} HTTP/1.1\r\nHost: {self._host_header}\r\n",
+                           *(f"{name}: {value}\r\n" for name, value in headers.items()),
+                           "\r\n")).encode("latin-1")
         with self._lock:
             connection = self._idle.pop() if self._idle else None
         if connection is not None:
             try:
-                return self._exchange(connection, target, headers)
-            except (ConnectionError, http.client.BadStatusLine):
+                return self._exchange(connection, request)
+            except (ConnectionError, _NoAnswer):
                 # The server closed the kept connection while it was idle: once
                 # more on a new one (a HEAD changes nothing).
                 connection.close()
-        connection = self._new()
-        self._connect(connection)
+        connection = self._connect()
         try:
-            return self._exchange(connection, target, headers)
-        except (ConnectionError, http.client.BadStatusLine) as exc:
+            return self._exchange(connection, request)
+        except (ConnectionError, _NoAnswer) as exc:
             connection.close()
             raise ConnectionClosedError(endpoint_url=self._url) from exc
 
-    def _exchange(self, connection: http.client.HTTPConnection, target: str,
-                  headers: Mapping[str, str]) -> tuple[int, Mapping[str, str]]:
+    def _exchange(self, connection: _Connection,
+                  request: bytes) -> tuple[int, Mapping[str, str]]:
         try:
-            connection.request("HEAD", target, headers=headers)
-            response = connection.getresponse()
-            response.read()
-        except (ConnectionError, http.client.BadStatusLine):
+            connection.sock.sendall(request)
+            status, headers, keep = _read_answer(connection.reader)
+        except (ConnectionError, _NoAnswer):
             raise
         except TimeoutError as exc:
             connection.close()
@@ -207,21 +265,20 @@ class _KeptConnections:
         except ssl.SSLError as exc:
             connection.close()
             raise SSLError(endpoint_url=self._url, error=exc) from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError) as exc:
             connection.close()
             raise ConnectionClosedError(endpoint_url=self._url) from exc
-        self._give_back(connection)
-        return response.status, response.headers
+        self._give_back(connection, keep)
+        return status, headers
 
-    def _give_back(self, connection: http.client.HTTPConnection) -> None:
-        """Keep an answered connection for the next HEAD, unless the server closed
-        it (Connection: close) or enough are kept already."""
-        if connection.sock is None:
-            return
-        with self._lock:
-            if len(self._idle) < self._limit:
-                self._idle.append(connection)
-                return
+    def _give_back(self, connection: _Connection, keep: bool) -> None:
+        """Keep an answered connection for the next HEAD, unless the server is
+        closing it (Connection: close, HTTP/1.0) or enough are kept already."""
+        if keep:
+            with self._lock:
+                if len(self._idle) < self._limit:
+                    self._idle.append(connection)
+                    return
         connection.close()
 
 
@@ -302,14 +359,16 @@ class LeanHead:
 def head_fields(headers: Mapping[str, str],
                 parse_time: Callable[[str], datetime.datetime]) -> dict[str, Any]:
     """The fields of botocore's HeadObject response that s3mount reads, from the
-    answer's headers (``parse_time``: the parser of Last-Modified)."""
+    answer's headers (``parse_time``: the parser of Last-Modified). Names are
+    looked up in lower case: _KeptConnections gives them so, and the client's
+    pool a mapping that ignores case."""
     fields: dict[str, Any] = {
-        "ContentLength": int(headers.get("Content-Length", 0)),
-        "LastModified": parse_time(headers["Last-Modified"]),
+        "ContentLength": int(headers.get("content-length", 0)),
+        "LastModified": parse_time(headers["last-modified"]),
         "Metadata": {name[11:]: value for name, value in headers.items()
                      if name[:11].lower() == "x-amz-meta-"},
     }
-    for field, header in (("ETag", "ETag"), ("ContentType", "Content-Type")):
+    for field, header in (("ETag", "etag"), ("ContentType", "content-type")):
         if header in headers:
             fields[field] = headers[header]
     return fields

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import errno
 import http.server
+import io
 import threading
 
 import pytest
+from botocore.awsrequest import HeadersDict
 from emulating_proxy import EmulatingProxy
 from helpers import ACCESS_KEY, SECRET_KEY, AuthServer, MotoServer
 from s3proxy import Answer, Rule, S3Proxy, operation_is
 
 from s3mount.credentials import Credentials
 from s3mount.errors import FsError
-from s3mount.lean_head import head_fields
+from s3mount.lean_head import _NoAnswer, _read_answer, head_fields
 from s3mount.store import Store, StoreSettings, parse_s3_timestamp
 
 # Characters that botocore percent-encodes in a path, and those it does not.
@@ -97,17 +99,71 @@ def test_lean_head_answers_it_does_not_own(s3, bucket: str, s3_server: MotoServe
     assert proxy.counts() == {"HeadObject": heads}
 
 
-def test_head_fields_reads_the_headers_botocore_reads() -> None:
-    headers = {"Content-Length": "12", "ETag": '"abc"', "Content-Type": "text/plain",
-               "Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT",
-               "x-amz-meta-mode": "33188", "X-Amz-Meta-Uid": "5", "x-amz-request-id": "1"}
+HEADERS = {"Content-Length": "12", "ETag": '"abc"', "Content-Type": "text/plain",
+           "Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT",
+           "x-amz-meta-mode": "33188", "X-Amz-Meta-Uid": "5", "x-amz-request-id": "1"}
+
+
+@pytest.mark.parametrize("shape", ["kept connections", "client's pool"])
+def test_head_fields_reads_the_headers_botocore_reads(shape: str) -> None:
+    """As _KeptConnections gives them (lower-case names) and as the client's pool
+    does (a mapping that ignores case)."""
+    if shape == "kept connections":
+        headers = {name.lower(): value for name, value in HEADERS.items()}
+        uid = "uid"
+    else:
+        headers = HeadersDict(HEADERS)
+        uid = "Uid"
     fields = head_fields(headers, parse_s3_timestamp)
     assert fields["ContentLength"] == 12 and fields["ETag"] == '"abc"'
     assert fields["ContentType"] == "text/plain"
-    assert fields["Metadata"] == {"mode": "33188", "Uid": "5"}
+    assert fields["Metadata"] == {"mode": "33188", uid: "5"}
     assert fields["LastModified"].year == 2015
-    assert "ContentType" not in head_fields({"Last-Modified": headers["Last-Modified"]},
+    assert "ContentType" not in head_fields({"last-modified": HEADERS["Last-Modified"]},
                                             parse_s3_timestamp)
+
+
+def read_answer(raw: bytes) -> tuple[int, dict[str, str], bool]:
+    return _read_answer(io.BufferedReader(io.BytesIO(raw)))
+
+
+def test_an_answer_head_is_read_by_lower_case_name() -> None:
+    status, headers, keep = read_answer(
+        b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nx-amz-meta-Mode:  33188 \r\n"
+        b"X-Amz-Meta-Mode: 0\r\nContent-Length: 3\r\n\r\nnext answer")
+    assert (status, keep) == (200, True)
+    # Values stripped; of a repeated header the first, as http.client's get().
+    assert headers == {"etag": '"e"', "x-amz-meta-mode": "33188", "content-length": "3"}
+
+
+@pytest.mark.parametrize(("raw", "keep"), [
+    (b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n", False),
+    (b"HTTP/1.1 404 Not Found\r\nconnection: Close\r\n\r\n", False),
+    (b"HTTP/1.0 404 Not Found\r\n\r\n", False),
+    (b"HTTP/1.1 404\n\n", True),  # no reason phrase, bare line feeds
+])
+def test_an_answer_says_whether_its_connection_stays_open(raw: bytes, keep: bool) -> None:
+    status, _, kept = read_answer(raw)
+    assert (status, kept) == (404, keep)
+
+
+def test_interim_answers_are_skipped() -> None:
+    status, headers, _ = read_answer(b"HTTP/1.1 100 Continue\r\n\r\n"
+                                     b"HTTP/1.1 200 OK\r\nETag: x\r\n\r\n")
+    assert (status, headers) == (200, {"etag": "x"})
+
+
+@pytest.mark.parametrize("raw", [
+    b"",  # the server closed the connection
+    b"SSH-2.0-OpenSSH\r\n\r\n",
+    b"HTTP/1.1 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nETag: x\r\n",  # cut short before the end of the head
+    b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000 + b"\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+])
+def test_what_is_not_an_answer_is_refused(raw: bytes) -> None:
+    with pytest.raises(_NoAnswer):
+        read_answer(raw)
 
 
 class KeepAliveServer:
@@ -116,7 +172,7 @@ class KeepAliveServer:
     keeps connections open, or drops each one after its answer without saying
     so (as a server whose idle time-out has passed)."""
 
-    def __init__(self, *, drop_after_answer: bool = False) -> None:
+    def __init__(self, *, drop_after_answer: bool = False, say_close: bool = False) -> None:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -135,6 +191,8 @@ class KeepAliveServer:
                                     ("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
                                     ("x-amz-meta-mode", "33188")):
                     self.send_header(name, value)
+                if say_close:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.close_connection = drop_after_answer
 
@@ -152,16 +210,20 @@ class KeepAliveServer:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("drop", [False, True], ids=["kept", "dropped"])
-def test_lean_heads_keep_their_connection(drop: bool) -> None:
+@pytest.mark.parametrize("ending", ["kept", "dropped", "closed"])
+def test_lean_heads_keep_their_connection(ending: str) -> None:
     """Answers without Connection: close leave the connection open for the next
-    HEAD; one the server dropped meanwhile is replaced without an error."""
-    server = KeepAliveServer(drop_after_answer=drop)
+    HEAD; one the server dropped meanwhile is replaced without an error, and
+    one whose answer said Connection: close is not used again."""
+    drop = ending != "kept"
+    server = KeepAliveServer(drop_after_answer=ending == "dropped", say_close=ending == "closed")
     try:
         store = make_store(server.url, "bucket")
         for _ in range(5):
             info = store.head("k")
             assert info is not None and info.size == 3 and info.metadata == {"mode": "33188"}
+            # A connection the server said it closes is not kept for the next HEAD.
+            assert len(store._lean_head._kept._idle) == (0 if ending == "closed" else 1)
         assert server.heads == 5
         assert server.connections == (5 if drop else 1)
         assert store.request_counts()["head_object"] == 5
