@@ -156,7 +156,7 @@ def _read_answer(reader: BinaryIO) -> tuple[int, dict[str, str], bool]:
         else:
             raise _NoAnswer("too many headers")
         if int(code) >= 200:
-            keep = version == b"HTTP/1.1" and headers.get("connection", "").lower() != "close"
+            keep = version == b"HTTP/1.1" and "close" not in headers.get("connection", "").lower()
             return int(code), headers, keep
 
 

@@ -139,6 +139,7 @@ def test_an_answer_head_is_read_by_lower_case_name() -> None:
 @pytest.mark.parametrize(("raw", "keep"), [
     (b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n", False),
     (b"HTTP/1.1 404 Not Found\r\nconnection: Close\r\n\r\n", False),
+    (b"HTTP/1.1 404 Not Found\r\nConnection: keep-alive, close\r\n\r\n", False),
     (b"HTTP/1.0 404 Not Found\r\n\r\n", False),
     (b"HTTP/1.1 404\n\n", True),  # no reason phrase, bare line feeds
 ])
