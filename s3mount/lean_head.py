@@ -155,9 +155,10 @@ def _read_answer(reader: BinaryIO) -> tuple[int, dict[str, str], bool]:
                 headers.setdefault(name.strip().lower(), value.strip())
         else:
             raise _NoAnswer("too many headers")
-        if int(code) >= 200:
+        status = int(code)
+        if status >= 200:
             keep = version == b"HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-            return int(code), headers, keep
+            return status, headers, keep
 
 
 class _Connection:
