@@ -65,8 +65,9 @@ PREFETCH_WAITING_DIRS = 1024
 RETRY_FIRST_SECONDS = 2.0
 RETRY_MAX_SECONDS = 120.0
 POSIX_ACL_XATTRS = frozenset({"system.posix_acl_access", "system.posix_acl_default"})
-# What `ls -l` asks of every entry; with attrs_from_list, absent on listed entries
-# without a HEAD (s3mount never stores an ACL, see setxattr).
+# What `ls -l` asks of every entry. Unset, they answer EOPNOTSUPP; with
+# attrs_from_list, listed entries answer so without a HEAD (s3mount never
+# stores an ACL, see setxattr).
 LS_PROBED_XATTRS = POSIX_ACL_XATTRS | {"security.selinux"}
 
 
@@ -623,12 +624,16 @@ class Filesystem:
         return data.strip()
 
     def getxattr(self, ino: int, name: str) -> bytes:
-        if name in LS_PROBED_XATTRS and self._listed_node(self._path(ino)) is not None:
-            raise FsError(errno.ENODATA)
+        # An unset ACL or SELinux label is "not supported", not "absent": ls -l
+        # then stops asking for them on this filesystem (coreutils remembers the
+        # device), two FUSE requests fewer per entry. s3mount keeps neither.
+        absent = errno.EOPNOTSUPP if name in LS_PROBED_XATTRS else errno.ENODATA
+        if absent != errno.ENODATA and self._listed_node(self._path(ino)) is not None:
+            raise FsError(absent)
         try:
             return self._node_of(ino).xattrs[name]
         except KeyError:
-            raise FsError(errno.ENODATA) from None
+            raise FsError(absent) from None
 
     def listxattr(self, ino: int) -> list[str]:
         return sorted(self._node_of(ino).xattrs)

@@ -17,6 +17,8 @@ from datetime import datetime
 
 import pytest
 
+from s3mount.meta import encode_xattrs
+
 DIR_TYPE = "application/x-directory"
 
 
@@ -73,6 +75,27 @@ def test_s3fs_written_objects(s3, bucket, mount):
     assert sorted(os.listdir(m.path / "d1")) == ["h.html", "link"]
     # Through the symlink, relative to its directory.
     assert (m.path / "d1/link").read_bytes() == b""
+
+
+def test_an_unset_acl_or_selinux_label_reads_as_unsupported(s3, bucket, mount):
+    """ls -l asks every entry for its ACL and SELinux label. Unset, they answer
+    EOPNOTSUPP, not ENODATA: coreutils then stops asking on this filesystem. A
+    label that is stored (s3fs keeps any xattr) still reads back."""
+    label = b"system_u:object_r:fusefs_t:s0"
+    put(s3, bucket, "plain", b"x", mode="33188")
+    put(s3, bucket, "labelled", b"x", mode="33188",
+        xattr=encode_xattrs({"security.selinux": label}))
+    put(s3, bucket, "d/", content_type=DIR_TYPE, mode="16877")
+    m = mount(bucket)
+    for path, name in [("plain", "security.selinux"), ("plain", "system.posix_acl_access"),
+                       ("d", "system.posix_acl_default"), ("labelled", "system.posix_acl_access")]:
+        with pytest.raises(OSError) as unset:
+            os.getxattr(m.path / path, name, follow_symlinks=False)
+        assert unset.value.errno == errno.EOPNOTSUPP, (path, name)
+    assert os.getxattr(m.path / "labelled", "security.selinux") == label
+    with pytest.raises(OSError) as other:
+        os.getxattr(m.path / "plain", "security.ima")
+    assert other.value.errno == errno.ENODATA  # only what ls asks for is "unsupported"
 
 
 def test_objects_from_other_tools(s3, bucket, mount):
