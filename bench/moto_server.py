@@ -19,9 +19,11 @@ Last, moto's dispatcher spends about 3 ms of CPU per request, under a lock,
 finding the backend of the request's host anew (patch_dispatch). That patch
 alone, which changes no answer, is also what the tests' moto runs with
 (``--dispatch-only``, see tests/helpers.py). Then the launcher runs moto's
-own server:
+own server, or with ``--keep-connections`` (the bench) moto's application in
+the same Werkzeug server with HTTP/1.1 connections kept open, as S3 keeps
+them (serve_keeping_connections):
 
-    python bench/moto_server.py [--dispatch-only] -H 127.0.0.1 -p PORT   (moto.server's options)
+    python bench/moto_server.py [--dispatch-only] [--keep-connections] -H 127.0.0.1 -p PORT
 
 Everything else is moto unchanged. If moto's internals differ from what the
 patches expect, they are not applied and a line on stderr says so.
@@ -29,10 +31,15 @@ patches expect, they are not applied and a line on stderr says so.
 
 from __future__ import annotations
 
+import argparse
+import io
 import logging
+import os
 import re
+import selectors
 import sys
 import threading
+import types
 
 _state = threading.local()  # .span: (begin, end or None) to read; .served: what was read
 
@@ -156,13 +163,111 @@ def patch_dispatch() -> str:
     return "applied (the backend of a request's host is looked up once; no log line per request)"
 
 
+class _Body(io.RawIOBase):
+    """A request's body as the application reads it: at most Content-Length bytes.
+    What the application leaves is read off after the answer (drain), so that the
+    next request on the connection starts where it should."""
+
+    def __init__(self, stream: io.BufferedIOBase, length: int) -> None:
+        super().__init__()
+        self._stream, self.left = stream, length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        size = min(len(buffer), self.left)
+        if size <= 0:
+            return 0
+        got = self._stream.readinto(memoryview(buffer)[:size]) or 0
+        self.left = self.left - got if got else 0  # 0: the client went away
+        return got
+
+    def drain(self) -> None:
+        while self.left > 0 and self.readinto(bytearray(min(self.left, 1 << 20))):
+            pass
+
+
+class _NoStraySelector:
+    """Stands in for the selector with which Werkzeug, after every answer, reads
+    whatever the client sends within 10 ms and throws it away: it can, because it
+    closes every connection. On a kept connection that would be the next request."""
+
+    def register(self, *args: object) -> None:
+        pass
+
+    def select(self, timeout: float | None = None) -> list:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def serve_keeping_connections(host: str, port: int) -> None:
+    """moto's application under Werkzeug's threaded server, with connections kept.
+
+    Werkzeug (3.1) answers every request with ``Connection: close`` and then
+    waits 10 ms for stray bytes, so each request costs the server a new
+    connection and a new thread, which real S3 does not cost its clients. Here
+    a connection stays open for the next request unless HTTP says otherwise
+    (HTTP/1.0, ``Connection: close``, or a chunked request body, which is
+    read only as far as the application reads it).
+    """
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug import serving
+
+    class KeepingHandler(MotoRequestHandler):
+        body: _Body | None = None
+
+        def make_environ(self) -> dict:
+            environ = super().make_environ()
+            if not environ.get("wsgi.input_terminated"):  # not chunked
+                self.body = _Body(environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0))
+                environ["wsgi.input"] = self.body
+            return environ
+
+        def send_header(self, keyword: str, value: str) -> None:
+            closing = (keyword.lower(), value.lower()) == ("connection", "close")
+            if closing and self.body is not None:
+                return  # the request's own Connection header decides (http.server)
+            super().send_header(keyword, value)
+
+        def run_wsgi(self) -> None:
+            self.body = None
+            super().run_wsgi()
+            if self.body is None:
+                self.close_connection = True
+            else:
+                self.body.drain()
+
+    serving.selectors = types.SimpleNamespace(DefaultSelector=_NoStraySelector,
+                                              EVENT_READ=selectors.EVENT_READ)
+    os.environ.setdefault("MOTO_PORT", str(port))  # as moto.server does: its URLs name it
+    serving.run_simple(host, port, DomainDispatcherApplication(create_backend_app),
+                       threaded=True, request_handler=KeepingHandler)
+
+
 def main() -> None:
-    argv = sys.argv[1:]
-    dispatch_only = "--dispatch-only" in argv
-    argv = [arg for arg in argv if arg != "--dispatch-only"]
-    applied = [] if dispatch_only else [patch()]
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--dispatch-only", action="store_true")
+    parser.add_argument("--keep-connections", action="store_true")
+    ours, argv = parser.parse_known_args()
+    applied = [] if ours.dispatch_only else [patch()]
     applied.append(f"dispatch {patch_dispatch()}")
+    if ours.keep_connections:
+        applied.append("connections kept (not closed after each answer)")
     print(f"bench/moto_server.py: patches {'; '.join(applied)}", file=sys.stderr, flush=True)
+    if ours.keep_connections:
+        address = argparse.ArgumentParser(add_help=False)
+        address.add_argument("-H", "--host", default="127.0.0.1")
+        address.add_argument("-p", "--port", type=int, required=True)
+        where = address.parse_args(argv)
+        serve_keeping_connections(where.host, where.port)
+        return
     from moto.server import main as moto_main
 
     moto_main(argv)

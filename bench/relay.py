@@ -7,14 +7,16 @@ data waits, so the delay costs latency, not bandwidth. Every request and every
 response pays the delay, as over a real network, and a new client connection
 first pays one RTT (the TCP handshake).
 
-Keep-alive is kept with the client even though the upstream closes the
-connection after each answer (Werkzeug, which moto's server uses, always does:
+Keep-alive is kept with the client even where the upstream closes the
+connection after each answer (Werkzeug, moto's own server, always does:
 without this, every request would pay a handshake that real S3 does not cost).
 For that the relay splits both streams into HTTP/1.1 messages (request or
 status line, headers, then a Content-Length, chunked or close-delimited body,
-with interim 100-continue answers), opens one upstream connection per request
-and removes the upstream's ``Connection: close`` from the answer. Bodies are
-streamed, never held whole.
+with interim 100-continue answers) and removes the upstream's
+``Connection: close`` from the answer. Each client connection has one upstream
+connection at a time, used again for the next request while the upstream
+keeps it open (the bench's moto does, see moto_server.py), else opened anew
+per request. Bodies are streamed, never held whole.
 
 Every request is counted at arrival and classified (GET, HEAD, LIST, PUT, COPY,
 POST, DELETE), with its S3 operation name (PutObject, UploadPartCopy, ...).
@@ -104,6 +106,7 @@ class Stats:
         self.bytes_up = 0  # client to server
         self.bytes_down = 0
         self.connections = 0
+        self.upstream_connections = 0
         self.expect_continue = 0  # requests that wait for "100 Continue" (one more RTT)
         self.errors: Counter[str] = Counter()
 
@@ -111,6 +114,7 @@ class Stats:
         return {"requests": self.requests, "classes": dict(self.classes),
                 "operations": dict(self.operations), "bytes_up": self.bytes_up,
                 "bytes_down": self.bytes_down, "connections": self.connections,
+                "upstream_connections": self.upstream_connections,
                 "expect_continue": self.expect_continue, "errors": dict(self.errors)}
 
 
@@ -133,6 +137,11 @@ class Head:
                 name, _, value = line.partition(":")
                 self.fields.append((name.strip(), value.strip()))
         self.headers = {name.lower(): value for name, value in self.fields}
+
+    def keeps_connection(self) -> bool:
+        """An answer's own say on keep-alive: HTTP/1.1 and no ``Connection: close``."""
+        closes = "close" in self.headers.get("connection", "").lower()
+        return self.first.startswith("HTTP/1.1 ") and not closes
 
     def encode(self, drop: frozenset[str] = frozenset()) -> bytes:
         lines = [self.first] + [f"{n}: {v}" for n, v in self.fields if n.lower() not in drop]
@@ -349,6 +358,7 @@ class Relay:
 
         reading = asyncio.ensure_future(read_client())
         answering: asyncio.Task | None = None
+        upstream_reader: asyncio.StreamReader | None = None
         upstream_writer: asyncio.StreamWriter | None = None
         request: dict = {}
         try:
@@ -359,16 +369,21 @@ class Relay:
                     await asyncio.sleep(wait)
                 if kind == "head":
                     if answering is not None:
-                        await answering  # answers go back in order
+                        upstream_kept = await answering  # answers go back in order
                         if down.closing:
                             break
-                    upstream_reader, upstream_writer = await asyncio.open_connection(
-                        *self.upstream)
+                        if not upstream_kept or (upstream_reader and upstream_reader.at_eof()):
+                            upstream_writer.close()
+                            upstream_writer = None
+                    if upstream_writer is None:
+                        upstream_reader, upstream_writer = await asyncio.open_connection(
+                            *self.upstream)
+                        self.stats.upstream_connections += 1
                     method = value.first.split(" ", 1)[0]
                     request = {"complete": False}
                     upstream_writer.write(value.encode())
                     answering = asyncio.ensure_future(self._answer(
-                        upstream_reader, upstream_writer, method, request, down))
+                        upstream_reader, method, request, down))
                 elif kind == "data":
                     if upstream_writer is not None and not upstream_writer.is_closing():
                         upstream_writer.write(value)
@@ -389,11 +404,12 @@ class Relay:
                 upstream_writer.close()
             await down.finish()
 
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      method: str, request: dict, down: DelayedSink) -> None:
-        """Relay the upstream's answer (interim ones included) to the client."""
+    async def _answer(self, reader: asyncio.StreamReader, method: str, request: dict,
+                      down: DelayedSink) -> bool:
+        """Relay the upstream's answer (interim ones included) to the client;
+        True if the upstream connection may carry the next request."""
         splitter = MessageSplitter(response=True, method=method)
-        final = False
+        final = upstream_kept = False
         try:
             while data := await reader.read(READ_SIZE):
                 self.stats.bytes_down += len(data)
@@ -405,12 +421,14 @@ class Relay:
                                 and splitter.state != splitter.UNTIL_CLOSE)
                         if final and not keep:
                             down.closing = True  # the client must not reuse the connection
+                        if final:
+                            upstream_kept = keep and value.keeps_connection()
                         await down.send(value.encode(
                             frozenset({"connection", "keep-alive"}) if keep else frozenset()))
                     elif kind == "data":
                         await down.send(value)
                     elif final:  # the end of the final answer
-                        return
+                        return upstream_kept
             if not final or splitter.state != splitter.UNTIL_CLOSE:
                 self.stats.errors["upstream closed early"] += 1
             down.closing = True
@@ -418,9 +436,9 @@ class Relay:
             self.stats.errors[f"response: {error}"] += 1
             down.closing = True
         finally:
-            writer.close()
             if down.closing:  # the client sees the end of the answer, then the close
                 await down.finish()
+        return False
 
     async def close(self) -> None:
         if self.server is not None:

@@ -109,16 +109,21 @@ class MotoServer:
     """moto in server mode on loopback; its objects live in tmpfs when there is one.
 
     Started through moto_server.py, which makes ranged reads cost what the range
-    costs (``plain``: moto as it is).
+    costs and keeps connections open, as S3 does (``plain``: moto as it is;
+    ``closing``: patched, but closing every connection after one answer, as
+    Werkzeug, moto's HTTP server, does by itself).
     """
 
-    def __init__(self, workdir: Path, data_dir: Path, plain: bool = False) -> None:
+    def __init__(self, workdir: Path, data_dir: Path, plain: bool = False,
+                 closing: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "moto.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "TMPDIR": str(data_dir), **({} if plain else SERVER_MEMORY_ENV)}
         launcher = ["-m", "moto.server"] if plain else [str(BENCH / "moto_server.py")]
+        if not (plain or closing):
+            launcher.append("--keep-connections")
         self.process = subprocess.Popen(
             [sys.executable, *launcher, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -229,6 +234,8 @@ def request_delta(before: dict, after: dict) -> dict:
             "bytes_up": after["bytes_up"] - before["bytes_up"],
             "bytes_down": after["bytes_down"] - before["bytes_down"],
             "connections": after["connections"] - before["connections"],
+            "upstream_connections": (after.get("upstream_connections", 0)
+                                     - before.get("upstream_connections", 0)),
             "expect_continue": after.get("expect_continue", 0) - before.get("expect_continue", 0),
             "seq": [before["requests"] + 1, after["requests"]]}
 
@@ -358,6 +365,7 @@ class Settings:
     extra_options: dict[str, list[str]]
     programs: dict[str, str]
     plain_moto: bool = False
+    closing_moto: bool = False
 
 
 class Bench:
@@ -413,7 +421,8 @@ class Bench:
         self.tarball = build_tarball(self.workdir / "tree.tar", s.untar_files)
         progress(f"  tarball: {self.tarball.files} files, {self.tarball.dirs} directories, "
                  f"{self.tarball.bytes / MiB:.1f} MiB")
-        self.server = MotoServer(self.workdir, self.data_dir, self.settings.plain_moto)
+        self.server = MotoServer(self.workdir, self.data_dir, self.settings.plain_moto,
+                                 self.settings.closing_moto)
         self.relay = RelayProcess(self.server.url, self.workdir / "requests.log")
         progress(f"moto on {self.server.url} (patches: {self.server.patches}), "
                  f"relay on {self.relay.url}")
@@ -873,7 +882,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="extra -o options for s3mount (comma list)")
     parser.add_argument("--s3fs-options", default="", help="extra -o options for s3fs")
     parser.add_argument("--plain-moto", action="store_true",
-                        help="run moto unpatched (its ranged GETs read the whole object)")
+                        help="run moto unpatched (its ranged GETs read the whole object; "
+                             "its Werkzeug server closes every connection)")
+    parser.add_argument("--closing-moto", action="store_true",
+                        help="let the patched moto close every connection after one "
+                             "answer, as its Werkzeug server does by itself (the bench "
+                             "before 2026-12-07)")
     parser.add_argument("--size-mib", type=int, help="size of the big file")
     parser.add_argument("--files", type=int, help="files of small_create, ls_l and rename_dir")
     parser.add_argument("--untar-files", type=int, help="files in the untar tree")
@@ -913,7 +927,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     tools=tools, workloads=workloads,
                     timeout=args.timeout or (300.0 if args.quick else 900.0),
                     max_cell_seconds=args.max_cell_seconds, extra_options=extra,
-                    programs=programs, plain_moto=args.plain_moto)
+                    programs=programs, plain_moto=args.plain_moto,
+                    closing_moto=args.closing_moto)
 
 
 def interrupt(signum: int, _frame: object) -> None:
