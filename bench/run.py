@@ -290,6 +290,26 @@ def vm_kib(pid: int, field: str = "VmHWM") -> int | None:
     return None
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User plus system CPU time of a process and all its threads so far."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()  # the name may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU_PROCESSES = ("daemon", "server", "relay")
+
+
+def cpu_delta(before: dict, after: dict) -> dict[str, float]:
+    return {name: round(after[name] - before[name], 3) for name in CPU_PROCESSES
+            if before.get(name) is not None and after.get(name) is not None}
+
+
 class Daemon:
     """One s3mount or s3fs process, in the foreground (-f) as our child."""
 
@@ -470,6 +490,11 @@ class Bench:
                 order = settings.tools if run % 2 == 0 else settings.tools[::-1]
                 for tool in order:
                     Session(self, tool, rtt, run).run()
+
+    def cpu_now(self, daemon: Daemon | None) -> dict[str, float | None]:
+        return {"daemon": cpu_seconds(daemon.pid if daemon else None),
+                "server": cpu_seconds(self.server.process.pid),
+                "relay": cpu_seconds(self.relay.process.pid)}
 
     def close(self) -> None:
         self.sampler.stopping.set()
@@ -652,10 +677,12 @@ class Session:
         rss_before = vm_kib(self.daemon.pid, "VmRSS") if self.daemon else None
         seconds: float | None = None
         error_text = None
+        cpu_before = self.bench.cpu_now(self.daemon)
         try:
             seconds = workload.run(self)
         except WorkloadError as error:
             error_text = str(error)
+        cpu = cpu_delta(cpu_before, self.bench.cpu_now(self.daemon))
         after = relay.settle()
         requests = request_delta(before, after)
         if self.daemon is not None:
@@ -682,7 +709,8 @@ class Session:
                                f"{self.daemon.process.poll()}; log: "
                                f"{tail(self.daemon.log_path, 5)})")
         self.record(workload, "ok" if error_text is None else "failed", seconds=seconds,
-                    error=error_text, requests=requests, seeded=seeded, primed=primed,
+                    error=error_text, requests=requests, cpu_seconds=cpu, seeded=seeded,
+                    primed=primed,
                     rss_before_kib=rss_before,
                     rss_after_kib=vm_kib(self.daemon.pid, "VmRSS") if self.daemon else None)
 
@@ -694,7 +722,9 @@ class Session:
         self.bench.records.append(record)
         shown = f"{seconds:.3f} s" if seconds is not None else "-"
         count = requests["total"] if requests else "-"
-        progress(f"  {workload.name:14s} {status:6s} {shown:>10s}  {count} requests"
+        cpu = extra.get("cpu_seconds") or {}
+        spent = "  CPU " + " ".join(f"{name} {cpu[name]:.2f}" for name in cpu) if cpu else ""
+        progress(f"  {workload.name:14s} {status:6s} {shown:>10s}  {count} requests{spent}"
                  + (f"  ERROR: {error}" if error else ""))
 
 
@@ -735,7 +765,10 @@ def summarize(bench: Bench) -> dict:
                         classes=typical["requests"]["classes"],
                         operations=typical["requests"]["operations"],
                         bytes_up=typical["requests"]["bytes_up"],
-                        bytes_down=typical["requests"]["bytes_down"])
+                        bytes_down=typical["requests"]["bytes_down"],
+                        cpu={name: statistics.median(r["cpu_seconds"][name] for r in ok)
+                             for name in CPU_PROCESSES
+                             if all(name in r.get("cpu_seconds", {}) for r in ok)})
                 cells[tool] = cell
             per_workload[workload.name] = cells
         summary[f"{rtt:g}"] = per_workload
@@ -811,8 +844,27 @@ def markdown(bench: Bench, summary: dict) -> tuple[str, list[dict]]:
             lines.append(f"[{index}] {note.splitlines()[0][:300] if note else ''}  ")
         if footnotes:
             lines.append("")
+        lines += cpu_table(settings, per_workload)
         targets += check_targets(bench, rtt_key, per_workload)
     return "\n".join(lines), targets
+
+
+def cpu_table(settings: Settings, per_workload: dict) -> list[str]:
+    """CPU seconds each process spent in the timed part (medians): on a machine with
+    few cores, the server or the relay can be what limits both tools."""
+    def cell(cell: dict | None) -> str:
+        cpu = (cell or {}).get("cpu") or {}
+        return " / ".join(f"{cpu[name]:.2f}" if name in cpu else "—"
+                          for name in CPU_PROCESSES) if cpu else "—"
+
+    tools = [tool for tool in ("s3mount", "s3fs") if tool in settings.tools]
+    lines = ["CPU seconds in the timed part (median): daemon / moto / relay", "",
+             "| workload | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
+    for workload in settings.workloads:
+        cells = per_workload[workload.name]
+        lines.append(f"| {workload.name} | "
+                     + " | ".join(cell(cells.get(tool)) for tool in tools) + " |")
+    return [*lines, ""]
 
 
 def check_targets(bench: Bench, rtt_key: str, per_workload: dict) -> list[dict]:
