@@ -948,7 +948,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="round-trip time(s) to inject, repeatable or a comma list "
                              "(default: 0,20)")
     parser.add_argument("--runs", type=int, help="runs per workload; the median is shown "
-                        "(default: 3, or 1 with --quick)")
+                        "(default: 5, or 1 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smaller sizes for a smoke run ({QUICK.big_mib} MiB, "
                              f"{QUICK.files} files, untar of {QUICK.untar_files} files)")
@@ -1009,7 +1009,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             tools.remove(tool)
     extra = {"s3mount": [o for o in args.s3mount_options.split(",") if o],
              "s3fs": [o for o in args.s3fs_options.split(",") if o]}
-    return Settings(sizes=sizes, rtts=rtts, runs=args.runs or (1 if args.quick else 3),
+    return Settings(sizes=sizes, rtts=rtts, runs=args.runs or (1 if args.quick else 5),
                     tools=tools, workloads=workloads,
                     timeout=args.timeout or (300.0 if args.quick else 900.0),
                     max_cell_seconds=args.max_cell_seconds, extra_options=extra,
