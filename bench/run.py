@@ -852,18 +852,18 @@ def markdown(bench: Bench, summary: dict) -> tuple[str, list[dict]]:
 def cpu_table(settings: Settings, per_workload: dict) -> list[str]:
     """CPU seconds each process spent in the timed part (medians): on a machine with
     few cores, the server or the relay can be what limits both tools."""
-    def cell(cell: dict | None) -> str:
+    def shown(cell: dict | None) -> str:
         cpu = (cell or {}).get("cpu") or {}
         return " / ".join(f"{cpu[name]:.2f}" if name in cpu else "—"
                           for name in CPU_PROCESSES) if cpu else "—"
 
-    tools = [tool for tool in ("s3mount", "s3fs") if tool in settings.tools]
+    tools = [tool for tool in TOOLS if tool in settings.tools]
     lines = ["CPU seconds in the timed part (median): daemon / moto / relay", "",
              "| workload | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
     for workload in settings.workloads:
         cells = per_workload[workload.name]
         lines.append(f"| {workload.name} | "
-                     + " | ".join(cell(cells.get(tool)) for tool in tools) + " |")
+                     + " | ".join(shown(cells.get(tool)) for tool in tools) + " |")
     return [*lines, ""]
 
 
